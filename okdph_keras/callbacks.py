@@ -1,0 +1,74 @@
+"""Training-time callbacks for `OKDPH`."""
+
+import numbers
+
+import keras
+
+FUSION_UNITS = ("epoch", "batch")
+
+
+@keras.saving.register_keras_serializable(package="okdph_keras")
+class Fusion(keras.callbacks.Callback):
+    """Pulls every student toward the HWM at a fixed interval.
+
+    `theta_m <- gamma * theta_h + (1 - gamma) * theta_m` for every student and
+    every float variable (BatchNorm statistics included), at the end of every
+    `every` epochs or batches. The optimizer's state is untouched. Batches are
+    counted by the optimizer's step counter, so the schedule survives a resume.
+
+    Args:
+        gamma: fusion ratio in [0, 1]; 1 replaces each student by the HWM.
+        every: interval, an integer >= 1.
+        unit: `"epoch"` or `"batch"`.
+
+    Example:
+        >>> model.fit(data, epochs=300, callbacks=[Fusion(gamma=0.5, every=1)])
+    """
+
+    def __init__(self, gamma=0.5, every=1, unit="epoch"):
+        super().__init__()
+        if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"Fusion gamma={gamma!r} is out of range; it must be in [0, 1].")
+        if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
+            raise ValueError(f"Fusion every={every!r} is not allowed; it must be an integer >= 1.")
+        if unit not in FUSION_UNITS:
+            raise ValueError(f"Fusion unit={unit!r} is not supported; expected one of {FUSION_UNITS}.")
+        self.gamma = float(gamma)
+        self.every = int(every)
+        self.unit = unit
+        self._batches_done = 0
+        self._epoch_start = 0
+
+    def set_model(self, model):
+        if not callable(getattr(model, "fuse", None)):
+            raise ValueError(
+                f"Fusion works on an OKDPH model; got {type(model).__name__}."
+            )
+        super().set_model(model)
+
+    def on_train_begin(self, logs=None):
+        self._batches_done = int(self.model.optimizer.iterations.numpy())
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self._batches_done
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.unit != "batch":
+            return
+        # `batch` is the index within the epoch of the last step run; with
+        # steps_per_execution > 1 several steps end at once.
+        done = self._epoch_start + batch + 1
+        if done // self.every > self._batches_done // self.every:
+            self.model.fuse(self.gamma)
+        self._batches_done = done
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.unit == "epoch" and (epoch + 1) % self.every == 0:
+            self.model.fuse(self.gamma)
+
+    def get_config(self):
+        return {"gamma": self.gamma, "every": self.every, "unit": self.unit}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

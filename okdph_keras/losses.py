@@ -1,0 +1,78 @@
+"""Cross-entropy and temperature-scaled distillation, with replica-aware scaling.
+
+Every loss here is the mean over the examples a replica sees. Under a
+`tf.distribute` strategy the optimizer sums gradients over replicas, so the value
+that is differentiated must be divided by the number of replicas
+(`scale_for_replicas`); metrics take the unscaled value.
+"""
+
+import tensorflow as tf
+
+
+def cross_entropy(labels, logits):
+    """Mean softmax cross-entropy of integer labels, computed in float32.
+
+    Args:
+        labels: integer class indices, shape `[B]`.
+        logits: shape `[B, num_classes]`.
+
+    Returns:
+        A scalar: the mean over the batch.
+    """
+    logits = tf.cast(logits, tf.float32)
+    per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(labels, tf.int32), logits=logits
+    )
+    return tf.reduce_mean(per_example)
+
+
+def distillation_loss(teacher_logits, student_logits, temperature):
+    """tau^2 * KL(softmax(teacher / tau) || softmax(student / tau)), "batchmean".
+
+    The KL divergence is summed over classes and averaged over the batch, as
+    torch's `KLDivLoss(reduction="batchmean")`. Gradients flow into both
+    arguments; stop the teacher's gradient at the call site if it is a target.
+
+    Args:
+        teacher_logits: shape `[B, num_classes]`, the target distribution.
+        student_logits: shape `[B, num_classes]`.
+        temperature: tau > 0.
+
+    Returns:
+        A scalar.
+
+    Example:
+        >>> distillation_loss(tf.zeros([1, 3]), tf.zeros([1, 3]), 4.0)
+        <tf.Tensor: shape=(), dtype=float32, numpy=0.0>
+    """
+    teacher = tf.cast(teacher_logits, tf.float32) / temperature
+    student = tf.cast(student_logits, tf.float32) / temperature
+    teacher_log_probs = tf.nn.log_softmax(teacher, axis=-1)
+    student_log_probs = tf.nn.log_softmax(student, axis=-1)
+    kl = tf.reduce_sum(
+        tf.exp(teacher_log_probs) * (teacher_log_probs - student_log_probs), axis=-1
+    )
+    return temperature**2 * tf.reduce_mean(kl)
+
+
+def l2_penalty(variables):
+    """0.5 * sum of squares of every variable: its gradient is the variable itself.
+
+    Adding `weight_decay * l2_penalty(params)` to a loss reproduces torch's
+    coupled `SGD(weight_decay=...)`, which adds `weight_decay * param` to the
+    gradient before momentum.
+    """
+    return 0.5 * tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in variables])
+
+
+def scale_for_replicas(loss):
+    """Divides a per-replica mean loss by the number of replicas in sync.
+
+    Gradients are summed across replicas, so this makes a distributed step
+    follow the gradient of the global-batch mean. Outside a strategy it is the
+    identity.
+    """
+    num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if num_replicas == 1:
+        return loss
+    return loss / tf.cast(num_replicas, loss.dtype)

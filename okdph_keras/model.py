@@ -1,0 +1,478 @@
+"""`OKDPH`: M peer students and their hybrid-weight model as one `keras.Model`."""
+
+import itertools
+import math
+import numbers
+import random
+import warnings
+
+import keras
+import tensorflow as tf
+
+from okdph_keras import hybrid as hybrid_lib
+from okdph_keras import losses, step
+
+
+@keras.saving.register_keras_serializable(package="okdph_keras")
+class OKDPH(keras.Model):
+    """Online knowledge distillation via parameter hybridization (CVPR 2023).
+
+    M students of one architecture train together. Every batch, the
+    hybrid-weight model (HWM) takes the weights `theta_h = sum_m r_m theta_m`,
+    computed inside the gradient tape (no weights are copied), and student m
+    minimises
+    `L_m = omega*CE(z_m) + (1-omega)*CE(z_h) + beta*tau^2*KL(p_e || p_m)`
+    where `z_e` is the mean of all M+1 networks' logits, without gradient. The
+    objective is `sum_m L_m`. Pair it with `okdph_keras.callbacks.Fusion`.
+
+    Inputs to `fit`/`evaluate`/`predict` are `(views, labels)` where `views` is
+    one image batch per network (M students, then the HWM) as a tensor
+    `[B, M+1, H, W, C]` or a tuple of M+1 tensors `[B, H, W, C]`, or a single
+    batch `[B, H, W, C]` that every network shares. Labels are integer class
+    indices `[B]`. Calling the model returns logits `[B, M+1, num_classes]`:
+    the students', then the HWM's.
+
+    Args:
+        students: a builder (a callable with no arguments returning a fresh,
+            built `keras.Model` that maps images to logits), or a list of M
+            built, homogeneous students (same variables, shapes and dtypes in
+            the same order).
+        num_students: M >= 2 when `students` is a builder (default 2); must be
+            omitted or equal to the list's length otherwise.
+        omega: weight of a student's own cross-entropy, in [0, 1]; `1 - omega`
+            weighs the HWM's cross-entropy.
+        beta: weight of the distillation term, >= 0.
+        temperature: distillation temperature tau, > 0.
+        hybrid: `"mean"` (r_m = 1/M) or `"dirichlet"` (fresh r ~ Dir(1) every
+            batch, from `seed` and the optimizer's step counter).
+        hwm_gradient: True (the paper) lets the HWM's loss differentiate into
+            every student through theta_h; False reproduces the reference code,
+            where it gives the students no gradient.
+        weight_decay: coupled L2 on every trainable student variable, equal to
+            torch `SGD(weight_decay=...)`; >= 0.
+        identical_init: copy student 0's float weights into the others when the
+            model is built, so all start identical (the paper). Set False to
+            keep different initialisations.
+        seed: integer seed of the Dirichlet coefficients; drawn at random when
+            None and then kept in the config.
+        **kwargs: passed to `keras.Model` (`name`, ...).
+
+    Example:
+        >>> def build():
+        ...     return keras.Sequential([keras.Input((8, 8, 1)),
+        ...                              keras.layers.Conv2D(8, 3),
+        ...                              keras.layers.GlobalAveragePooling2D(),
+        ...                              keras.layers.Dense(10)])
+        >>> model = OKDPH(build, num_students=2)
+        >>> model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+        >>> model.fit(multi_view_dataset, epochs=10,
+        ...           callbacks=[okdph_keras.callbacks.Fusion(gamma=0.5)])
+    """
+
+    def __init__(
+        self,
+        students,
+        num_students=None,
+        omega=0.8,
+        beta=0.8,
+        temperature=4.0,
+        hybrid="mean",
+        hwm_gradient=True,
+        weight_decay=0.0,
+        identical_init=True,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.omega = _check_number("omega", omega, low=0.0, high=1.0)
+        self.beta = _check_number("beta", beta, low=0.0)
+        self.temperature = _check_number("temperature", temperature, low=0.0, low_open=True)
+        self.weight_decay = _check_number("weight_decay", weight_decay, low=0.0)
+        if hybrid not in hybrid_lib.HYBRID_MODES:
+            raise ValueError(f"hybrid={hybrid!r} is not supported; expected one of {hybrid_lib.HYBRID_MODES}.")
+        self.hybrid = hybrid
+        self.hwm_gradient = _check_bool("hwm_gradient", hwm_gradient)
+        self.identical_init = _check_bool("identical_init", identical_init)
+        if seed is None:
+            seed = random.randrange(2**31)
+        elif not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
+            raise ValueError(f"seed must be an integer or None; got {seed!r}.")
+        self.seed = int(seed)
+
+        students = _make_students(students, num_students)
+        _check_homogeneous(students)
+        self.students = students
+        self.num_students = len(students)
+        if self.identical_init:
+            for other in students[1:]:
+                for target, source in zip(other.variables, students[0].variables):
+                    if hybrid_lib.is_interpolable(target):
+                        target.assign(source)
+
+        self.coefficients = self.add_weight(
+            name="hybrid_coefficients",
+            shape=(self.num_students,),
+            initializer=keras.initializers.Constant(1.0 / self.num_students),
+            trainable=False,
+            aggregation="only_first_replica",
+        )
+        self._create_trackers()
+        self._image_rank = _input_rank(students[0])
+        self._fuse_function = None
+        self.built = True
+
+    # ----------------------------------------------------------------- metrics
+    def _create_trackers(self):
+        mean, accuracy = keras.metrics.Mean, keras.metrics.SparseCategoricalAccuracy
+        self.loss_tracker = mean(name="loss")
+        self.kd_tracker = mean(name="kd_loss")
+        self.student_ce_trackers = [
+            mean(name=f"student_{m}_ce") for m in range(self.num_students)
+        ]
+        self.student_accuracy_trackers = [
+            accuracy(name=f"student_{m}_accuracy") for m in range(self.num_students)
+        ]
+        self.hwm_ce_tracker = mean(name="hwm_ce")
+        self.hwm_accuracy_tracker = accuracy(name="hwm_accuracy")
+        self.ensemble_ce_tracker = mean(name="ensemble_ce")
+        self.ensemble_accuracy_tracker = accuracy(name="ensemble_accuracy")
+
+    @property
+    def metrics(self):
+        return [
+            self.loss_tracker,
+            *itertools.chain(*zip(self.student_ce_trackers, self.student_accuracy_trackers)),
+            self.hwm_ce_tracker,
+            self.hwm_accuracy_tracker,
+            self.ensemble_ce_tracker,
+            self.ensemble_accuracy_tracker,
+            self.kd_tracker,
+        ]
+
+    def _update_metrics(self, outputs, labels):
+        batch_size = tf.shape(labels)[0]
+        self.loss_tracker.update_state(outputs.total, sample_weight=batch_size)
+        self.kd_tracker.update_state(
+            tf.add_n(outputs.kd) / self.num_students, sample_weight=batch_size
+        )
+        for m in range(self.num_students):
+            self.student_ce_trackers[m].update_state(outputs.student_ce[m], sample_weight=batch_size)
+            self.student_accuracy_trackers[m].update_state(labels, outputs.student_logits[m])
+        self.hwm_ce_tracker.update_state(outputs.hwm_ce, sample_weight=batch_size)
+        self.hwm_accuracy_tracker.update_state(labels, outputs.hwm_logits)
+        ensemble = tf.add_n(
+            [tf.cast(z, tf.float32) for z in outputs.student_logits]
+        ) / float(self.num_students)
+        self.ensemble_ce_tracker.update_state(
+            losses.cross_entropy(labels, ensemble), sample_weight=batch_size
+        )
+        self.ensemble_accuracy_tracker.update_state(labels, ensemble)
+        return {metric.name: metric.result() for metric in self.metrics}
+
+    # -------------------------------------------------------------- training
+    def compile(self, optimizer="sgd", **kwargs):
+        """Configures training. OKDPH computes its own losses and metrics.
+
+        Args:
+            optimizer: a `keras.optimizers.Optimizer` or its name; it updates
+                every student's trainable variables.
+            **kwargs: `keras.Model.compile` arguments other than `loss`,
+                `loss_weights`, `metrics` and `weighted_metrics`, which OKDPH
+                defines itself and rejects.
+        """
+        for name in ("loss", "loss_weights", "metrics", "weighted_metrics"):
+            if kwargs.get(name) is not None:
+                raise ValueError(
+                    f"OKDPH computes its own losses and metrics; remove `{name}=` "
+                    "from compile()."
+                )
+        # The model is built at construction, so Keras builds the optimizer here
+        # and the first train step is traced once.
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def compile_from_config(self, config):
+        # Keras skips compile() on load when it is overridden; this one is safe.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
+    def next_coefficients(self):
+        """Draws this batch's coefficients r, stores them and returns them.
+
+        `"dirichlet"` draws are seeded by `(seed, optimizer.iterations)`, so
+        they change every step, agree on every replica and survive a resume.
+        """
+        seed = None
+        if self.hybrid == "dirichlet":
+            seed = tf.stack(
+                [tf.constant(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)]
+            )
+        coefficients = hybrid_lib.sample_coefficients(self.hybrid, self.num_students, seed)
+        self.coefficients.assign(coefficients)
+        return coefficients
+
+    def train_step(self, data):
+        views, labels, shared = self._unpack(data)
+        if shared and self.identical_init:
+            warnings.warn(
+                "Every network sees the same input batch and the students start "
+                "identical: they will stay identical and OKDPH reduces to training "
+                "one model. Feed one augmented view per network ([B, M+1, H, W, C] "
+                "or a tuple of M+1 batches), or pass identical_init=False.",
+                stacklevel=2,
+            )
+        coefficients = self.next_coefficients()
+        gradients, outputs = step.compute_gradients(
+            self.students,
+            views,
+            labels,
+            coefficients,
+            weight_decay=self.weight_decay,
+            scale_loss=self.optimizer.scale_loss,
+            **self._loss_options(),
+        )
+        variables = [v for s in self.students for v in s.trainable_variables]
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        return self._update_metrics(outputs, labels)
+
+    def test_step(self, data):
+        views, labels, _ = self._unpack(data)
+        outputs = step.forward(
+            self.students,
+            views,
+            labels,
+            tf.convert_to_tensor(self.coefficients),
+            training=False,
+            **self._loss_options(),
+        )
+        return self._update_metrics(outputs, labels)
+
+    def call(self, inputs, training=False):
+        """Logits `[B, M+1, num_classes]`: every student's, then the HWM's."""
+        views, _ = self._split_views(inputs)
+        student_logits, hwm_logits = step.network_logits(
+            self.students, views, tf.convert_to_tensor(self.coefficients), training=training
+        )
+        return tf.stack(student_logits + [hwm_logits], axis=1)
+
+    def _loss_options(self):
+        return dict(
+            omega=self.omega,
+            beta=self.beta,
+            temperature=self.temperature,
+            hwm_gradient=self.hwm_gradient,
+        )
+
+    # ----------------------------------------------------------------- inputs
+    def _unpack(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if y is None:
+            raise ValueError("OKDPH needs labels: feed (views, labels) pairs.")
+        if sample_weight is not None:
+            raise ValueError("OKDPH does not support sample weights.")
+        views, shared = self._split_views(x)
+        return views, self._check_labels(y), shared
+
+    def _split_views(self, x):
+        """Returns (one batch per network, whether all networks share one)."""
+        num_views = self.num_students + 1
+        if isinstance(x, (list, tuple)):
+            if len(x) != num_views:
+                raise ValueError(
+                    f"OKDPH with {self.num_students} students takes {num_views} views "
+                    f"(one per student, then the HWM); got {len(x)}."
+                )
+            return list(x), False
+        if isinstance(x, dict):
+            raise ValueError("OKDPH takes an image tensor or a tuple of views, not a dict.")
+        x = tf.convert_to_tensor(x)
+        rank = x.shape.rank
+        if rank == self._image_rank:
+            return [x] * num_views, True
+        if rank == self._image_rank + 1:
+            if x.shape[1] is not None and x.shape[1] != num_views:
+                raise ValueError(
+                    f"OKDPH with {self.num_students} students takes {num_views} views "
+                    f"on axis 1 of a [B, M+1, ...] tensor; got shape {x.shape}."
+                )
+            return tf.unstack(x, num=num_views, axis=1), False
+        raise ValueError(
+            f"OKDPH expected images of rank {self._image_rank} (one batch shared by "
+            f"every network) or rank {self._image_rank + 1} ([B, M+1, ...], one view "
+            f"per network); got shape {x.shape}."
+        )
+
+    def _check_labels(self, labels):
+        labels = tf.convert_to_tensor(labels)
+        if labels.shape.rank == 2 and labels.shape[-1] == 1:
+            labels = tf.squeeze(labels, axis=-1)
+        if labels.shape.rank != 1:
+            raise ValueError(
+                "OKDPH takes integer class indices of shape [B]; got labels of "
+                f"shape {labels.shape} (one-hot labels are not supported)."
+            )
+        return tf.cast(labels, tf.int32)
+
+    # --------------------------------------------------------------- the HWM
+    @property
+    def hwm(self):
+        """A new `keras.Model` holding the current HWM, `sum_m r_m theta_m`.
+
+        It has the students' architecture, with `r = self.coefficients` (the
+        last batch's coefficients; 1/M in `"mean"` mode). It is a snapshot:
+        later training does not change it. Evaluate, save or export it as any
+        Keras model.
+        """
+        model = keras.models.clone_model(self.students[0])
+        trainable, non_trainable = step.hybrid_values(self.students, self.coefficients)
+        for variable, value in zip(
+            model.trainable_variables + model.non_trainable_variables,
+            trainable + non_trainable,
+        ):
+            variable.assign(value)
+        return model
+
+    def fuse(self, gamma):
+        """Fusion: theta_m <- gamma * theta_h + (1 - gamma) * theta_m for every student.
+
+        Every float variable is fused, BatchNorm statistics included; integer
+        state and the optimizer's state are left as they are. theta_h is the
+        HWM with the current `coefficients`, computed once before any student
+        changes. Called from the cross-replica context (a callback, or between
+        steps of a custom loop), it keeps every replica identical.
+
+        Args:
+            gamma: fusion ratio in [0, 1]; 1 copies the HWM into every student.
+        """
+        gamma = _check_number("gamma", gamma, low=0.0, high=1.0)
+        if self._fuse_function is None:
+            self._fuse_function = tf.function(self._fuse, autograph=False)
+        self._fuse_function(tf.constant(gamma, tf.float32))
+
+    def _fuse(self, gamma):
+        coefficients = tf.convert_to_tensor(self.coefficients)
+        hwm_values = step.hybrid_values(self.students, coefficients)
+        weights = tf.stack([gamma, 1.0 - gamma])
+        for student in self.students:
+            for variables, hwm in zip(
+                (student.trainable_variables, student.non_trainable_variables), hwm_values
+            ):
+                fused = hybrid_lib.convex_combination([hwm, variables], weights)
+                for variable, value in zip(variables, fused):
+                    if hybrid_lib.is_interpolable(variable):
+                        variable.assign(value)
+
+    # ---------------------------------------------------------- serialization
+    def get_config(self):
+        return {
+            "name": self.name,
+            "students": [keras.saving.serialize_keras_object(s) for s in self.students],
+            "omega": self.omega,
+            "beta": self.beta,
+            "temperature": self.temperature,
+            "hybrid": self.hybrid,
+            "hwm_gradient": self.hwm_gradient,
+            "weight_decay": self.weight_decay,
+            "identical_init": self.identical_init,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["students"] = [
+            keras.saving.deserialize_keras_object(s) for s in config["students"]
+        ]
+        return cls(**config)
+
+
+
+
+def _check_number(name, value, low=None, high=None, low_open=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number; got {value!r}.")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and value > high
+    if too_low or too_high:
+        allowed = " and ".join(
+            part
+            for part in (
+                low is not None and f"{'>' if low_open else '>='} {low}",
+                high is not None and f"<= {high}",
+            )
+            if part
+        )
+        raise ValueError(f"{name}={value!r} is out of range; it must be {allowed}.")
+    return float(value)
+
+
+def _check_bool(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False; got {value!r}.")
+    return value
+
+
+def _make_students(students, num_students):
+    if isinstance(students, keras.Model):
+        raise ValueError(
+            "OKDPH needs M students: pass a builder (a function returning a fresh "
+            "model) with num_students, or a list of models; got a single model."
+        )
+    if isinstance(students, (list, tuple)):
+        students = list(students)
+        if num_students is not None and num_students != len(students):
+            raise ValueError(
+                f"num_students={num_students!r} does not match the {len(students)} "
+                "students given."
+            )
+    elif callable(students):
+        num_students = 2 if num_students is None else num_students
+        if isinstance(num_students, bool) or not isinstance(num_students, numbers.Integral):
+            raise ValueError(f"num_students must be an integer >= 2; got {num_students!r}.")
+        if num_students < 2:
+            raise ValueError(f"num_students={num_students} is out of range; OKDPH needs >= 2.")
+        students = [students() for _ in range(num_students)]
+    else:
+        raise ValueError(
+            "students must be a builder (a callable returning a keras.Model) or a "
+            f"list of keras.Model; got {type(students).__name__}."
+        )
+    if len(students) < 2:
+        raise ValueError(f"OKDPH needs at least 2 students; got {len(students)}.")
+    for m, student in enumerate(students):
+        if not isinstance(student, keras.Model):
+            raise ValueError(f"Student {m} is a {type(student).__name__}, not a keras.Model.")
+        if not student.built or not student.trainable_variables:
+            raise ValueError(
+                f"Student {m} ({student.name}) has no variables yet: build it before "
+                "handing it to OKDPH (start it with keras.Input, or call it on a batch)."
+            )
+    if len({id(s) for s in students}) != len(students):
+        raise ValueError("The same model object appears twice among the students.")
+    return students
+
+
+def _check_homogeneous(students):
+    reference = students[0]
+    for m, student in enumerate(students[1:], start=1):
+        for kind in ("trainable_variables", "non_trainable_variables"):
+            pairs = itertools.zip_longest(getattr(reference, kind), getattr(student, kind))
+            for index, (ref, var) in enumerate(pairs):
+                if ref is None or var is None or ref.shape != var.shape or ref.dtype != var.dtype:
+                    raise ValueError(
+                        "OKDPH students must be homogeneous (same variables, shapes and "
+                        f"dtypes in the same order). {kind}[{index}] differs: student 0 "
+                        f"has {_describe(ref)}, student {m} has {_describe(var)}."
+                    )
+
+
+def _describe(variable):
+    if variable is None:
+        return "no such variable"
+    return f"{variable.path} {tuple(variable.shape)} {variable.dtype}"
+
+
+def _input_rank(model):
+    """Rank (batch included) of the images a student takes; 4 when unknown."""
+    try:
+        return len(model.inputs[0].shape)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return 4
