@@ -9,8 +9,16 @@ that is differentiated must be divided by the number of replicas
 import tensorflow as tf
 
 
+def full_precision(x):
+    """Casts float16/bfloat16 (mixed precision) to float32; other dtypes unchanged."""
+    x = tf.convert_to_tensor(x)
+    if x.dtype in (tf.float16, tf.bfloat16):
+        return tf.cast(x, tf.float32)
+    return x
+
+
 def cross_entropy(labels, logits):
-    """Mean softmax cross-entropy of integer labels, computed in float32.
+    """Mean softmax cross-entropy of integer labels, in at least float32.
 
     Args:
         labels: integer class indices, shape `[B]`.
@@ -19,7 +27,7 @@ def cross_entropy(labels, logits):
     Returns:
         A scalar: the mean over the batch.
     """
-    logits = tf.cast(logits, tf.float32)
+    logits = full_precision(logits)
     per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=tf.cast(labels, tf.int32), logits=logits
     )
@@ -45,8 +53,8 @@ def distillation_loss(teacher_logits, student_logits, temperature):
         >>> distillation_loss(tf.zeros([1, 3]), tf.zeros([1, 3]), 4.0)
         <tf.Tensor: shape=(), dtype=float32, numpy=0.0>
     """
-    teacher = tf.cast(teacher_logits, tf.float32) / temperature
-    student = tf.cast(student_logits, tf.float32) / temperature
+    teacher = full_precision(teacher_logits) / temperature
+    student = full_precision(student_logits) / temperature
     teacher_log_probs = tf.nn.log_softmax(teacher, axis=-1)
     student_log_probs = tf.nn.log_softmax(student, axis=-1)
     kl = tf.reduce_sum(
@@ -62,7 +70,7 @@ def l2_penalty(variables):
     coupled `SGD(weight_decay=...)`, which adds `weight_decay * param` to the
     gradient before momentum.
     """
-    return 0.5 * tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in variables])
+    return 0.5 * tf.add_n([tf.reduce_sum(tf.square(full_precision(v))) for v in variables])
 
 
 def scale_for_replicas(loss):

@@ -161,7 +161,7 @@ class OKDPH(keras.Model):
         self.hwm_ce_tracker.update_state(outputs.hwm_ce, sample_weight=batch_size)
         self.hwm_accuracy_tracker.update_state(labels, outputs.hwm_logits)
         ensemble = tf.add_n(
-            [tf.cast(z, tf.float32) for z in outputs.student_logits]
+            [losses.full_precision(z) for z in outputs.student_logits]
         ) / float(self.num_students)
         self.ensemble_ce_tracker.update_state(
             losses.cross_entropy(labels, ensemble), sample_weight=batch_size
@@ -186,9 +186,10 @@ class OKDPH(keras.Model):
                     f"OKDPH computes its own losses and metrics; remove `{name}=` "
                     "from compile()."
                 )
-        # The model is built at construction, so Keras builds the optimizer here
-        # and the first train step is traced once.
         super().compile(optimizer=optimizer, **kwargs)
+        # Built up front, the optimizer does not make Keras trace the first
+        # train step twice; a loaded model gets its saved optimizer state back.
+        self.optimizer.build(self.trainable_variables)
 
     def compile_from_config(self, config):
         # Keras skips compile() on load when it is overridden; this one is safe.

@@ -124,7 +124,7 @@ def forward(
         students, views, coefficients, hwm_gradient=hwm_gradient, training=training
     )
     ensemble = tf.stop_gradient(
-        tf.add_n([tf.cast(z, tf.float32) for z in student_logits + [hwm_logits]])
+        tf.add_n([losses.full_precision(z) for z in student_logits + [hwm_logits]])
         / float(num_students + 1)
     )
     student_ce = [losses.cross_entropy(labels, z) for z in student_logits]
@@ -172,4 +172,7 @@ def compute_gradients(
         objective = losses.scale_for_replicas(objective)
         if scale_loss is not None:
             objective = scale_loss(objective)
-    return tape.gradient(objective, variables), outputs
+    gradients = tape.gradient(
+        objective, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO
+    )
+    return gradients, outputs

@@ -1,0 +1,203 @@
+"""The OKDPH step against independently built models and numpy."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from helpers import (
+    NUM_CLASSES,
+    combine,
+    log_softmax,
+    np_cross_entropy,
+    np_distillation,
+    randomize,
+    tiny_student,
+)
+from okdph_keras import OKDPH, step
+
+LOSS_OPTIONS = dict(omega=0.8, beta=0.8, temperature=4.0)
+
+
+def random_simplex(rng, num):
+    r = rng.uniform(0.1, 1.0, size=num)
+    return (r / r.sum()).astype("float32")
+
+
+def make_students(num, rng, dtype=None):
+    students = [tiny_student(dtype=dtype) for _ in range(num)]
+    for student in students:
+        randomize(student, rng)
+    return students
+
+
+def hybrid_reference(students, r, dtype=None):
+    """A separately built model holding sum_m r_m theta_m, combined in numpy."""
+    reference = tiny_student(dtype=dtype)
+    reference.set_weights(combine([s.get_weights() for s in students], r))
+    return reference
+
+
+@pytest.mark.parametrize("num", [2, 4])
+def test_hwm_logits_equal_a_model_holding_the_combined_weights(num, rng, batch):
+    images, _, _ = batch
+    students = make_students(num, rng)
+    r = random_simplex(rng, num)
+    reference = hybrid_reference(students, r)
+    views = [images] * (num + 1)
+
+    model = OKDPH(students, identical_init=False)
+    model.coefficients.assign(r)
+    expected = reference(images, training=False).numpy()
+    np.testing.assert_allclose(model(images)[:, num].numpy(), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.hwm(images).numpy(), expected, rtol=1e-4, atol=1e-5)
+
+    # Last: in training mode the students' own passes update their BN statistics.
+    for training in (False, True):
+        _, hwm_logits = step.network_logits(students, views, tf.constant(r), training=training)
+        np.testing.assert_allclose(
+            hwm_logits.numpy(), reference(images, training=training).numpy(), rtol=1e-4, atol=1e-5
+        )
+
+
+def test_hwm_forward_leaves_the_students_state_alone(rng, batch):
+    images, _, _ = batch
+    students = make_students(2, rng)
+    before = [s.get_weights() for s in students]
+    step.network_logits(students, [images] * 3, tf.constant([0.5, 0.5]), training=False)
+    for student, weights in zip(students, before):
+        for a, b in zip(student.get_weights(), weights):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("num", [2, 4])
+def test_hwm_gradient_is_r_m_times_the_gradient_at_theta_h(num, rng, batch):
+    images, labels, _ = batch
+    students = make_students(num, rng, dtype="float64")
+    r = random_simplex(rng, num)
+    views = [images.astype("float64")] * (num + 1)
+    # With omega = beta = 0 the objective is sum_m L_m = M * CE(z_h).
+    gradients, _ = step.compute_gradients(
+        students, views, labels, tf.constant(r), omega=0.0, beta=0.0, temperature=4.0
+    )
+
+    reference = hybrid_reference(students, r, dtype="float64")
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype="float64")
+    with tf.GradientTape() as tape:
+        loss = num * ce(labels, reference(views[-1], training=True))
+    at_hybrid = [g.numpy() for g in tape.gradient(loss, reference.trainable_variables)]
+
+    per_student = len(at_hybrid)
+    for m in range(num):
+        for j, expected in enumerate(at_hybrid):
+            np.testing.assert_allclose(
+                gradients[m * per_student + j].numpy(), r[m] * expected, rtol=1e-7, atol=1e-10
+            )
+
+    no_gradient, _ = step.compute_gradients(
+        students, views, labels, tf.constant(r), omega=0.0, beta=0.0, temperature=4.0,
+        hwm_gradient=False,
+    )
+    for g in no_gradient:
+        np.testing.assert_array_equal(g.numpy(), 0.0)
+
+
+def test_gradient_matches_finite_differences(rng, batch):
+    """omega*sum CE(z_m) + M*(1-omega)*CE(z_h), differentiated numerically in numpy."""
+    images, labels, views = batch
+    views = [views[:, k].astype("float64") for k in range(3)]
+    students = make_students(2, rng, dtype="float64")
+    r = np.array([0.3, 0.7], np.float32)
+    omega = 0.3
+    gradients, _ = step.compute_gradients(
+        students, views, labels, tf.constant(r), omega=omega, beta=0.0, temperature=4.0
+    )
+
+    weights = [s.get_weights() for s in students]
+    probe = tiny_student(dtype="float64")
+
+    def objective(weight_lists):
+        total = 0.0
+        for m, w in enumerate(weight_lists):
+            probe.set_weights(w)
+            total += omega * np_cross_entropy(labels, probe(views[m], training=True).numpy())
+        probe.set_weights(combine(weight_lists, r))
+        hwm = probe(views[2], training=True).numpy()
+        return total + 2 * (1 - omega) * np_cross_entropy(labels, hwm)
+
+    trainable_index = [
+        i for i, v in enumerate(students[0].weights) if v.trainable
+    ]  # get_weights() order -> trainable position
+    per_student = len(students[0].trainable_variables)
+    eps = 1e-6
+    for m in range(2):
+        for j, weight_index in enumerate(trainable_index):
+            shape = weights[m][weight_index].shape
+            flat = rng.integers(0, int(np.prod(shape)))
+            coordinate = np.unravel_index(flat, shape)
+            values = []
+            for sign in (+1, -1):
+                perturbed = [[w.copy() for w in ws] for ws in weights]
+                perturbed[m][weight_index][coordinate] += sign * eps
+                values.append(objective(perturbed))
+            numeric = (values[0] - values[1]) / (2 * eps)
+            analytic = gradients[m * per_student + j].numpy()[coordinate]
+            np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-8)
+
+
+def test_forward_losses_match_numpy_and_the_target_includes_the_hwm(rng, batch):
+    images, labels, views = batch
+    view_list = [views[:, k] for k in range(3)]
+    students = make_students(2, rng)
+    r = tf.constant([0.4, 0.6])
+    outputs = step.forward(students, view_list, labels, r, training=True, **LOSS_OPTIONS)
+
+    z = [outputs.student_logits[0].numpy(), outputs.student_logits[1].numpy()]
+    z_h = outputs.hwm_logits.numpy()
+    z_e = (z[0] + z[1] + z_h) / 3
+    kd = [np_distillation(z_e, z_m, 4.0) for z_m in z]
+    ce = [np_cross_entropy(labels, z_m) for z_m in z]
+    ce_h = np_cross_entropy(labels, z_h)
+    np.testing.assert_allclose([k.numpy() for k in outputs.kd], kd, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(outputs.hwm_ce.numpy(), ce_h, rtol=1e-5)
+    expected_total = sum(0.8 * ce[m] + 0.2 * ce_h + 0.8 * kd[m] for m in range(2))
+    np.testing.assert_allclose(outputs.total.numpy(), expected_total, rtol=1e-5)
+
+
+def test_ensemble_target_carries_no_gradient(rng, batch):
+    """Each student's gradient equals that of CE + KD to a constant numpy target."""
+    images, labels, views = batch
+    view_list = [views[:, k].astype("float64") for k in range(3)]
+    students = make_students(2, rng, dtype="float64")
+    r = tf.constant([0.5, 0.5])
+    options = dict(omega=1.0, beta=1.0, temperature=4.0)  # the HWM's CE has weight 0
+    gradients, outputs = step.compute_gradients(students, view_list, labels, r, **options)
+
+    z_e = (
+        sum(z.numpy() for z in outputs.student_logits) + outputs.hwm_logits.numpy()
+    ) / 3
+    target = tf.constant(np.exp(log_softmax(z_e / 4.0)))
+    per_student = len(students[0].trainable_variables)
+    for m, student in enumerate(students):
+        with tf.GradientTape() as tape:
+            logits = student(view_list[m], training=True)
+            ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype="float64")(labels, logits)
+            log_q = tf.nn.log_softmax(logits / 4.0)
+            kd = 16.0 * tf.reduce_mean(tf.reduce_sum(target * (tf.math.log(target) - log_q), -1))
+            loss = ce + kd
+        expected = tape.gradient(loss, student.trainable_variables)
+        for j, g in enumerate(expected):
+            np.testing.assert_allclose(
+                gradients[m * per_student + j].numpy(), g.numpy(), rtol=1e-7, atol=1e-10
+            )
+
+
+def test_integer_state_is_never_interpolated(rng):
+    students = [tiny_student(dropout=0.5) for _ in range(2)]
+    integer = [v for v in students[0].non_trainable_variables if "int" in str(v.dtype)]
+    assert integer, "the Dropout student should carry an integer seed state"
+    _, non_trainable = step.hybrid_values(students, tf.constant([0.5, 0.5]))
+    for variable, value in zip(students[0].non_trainable_variables, non_trainable):
+        assert value.dtype == tf.as_dtype(variable.dtype)
+        if "int" in str(variable.dtype):
+            np.testing.assert_array_equal(value.numpy(), variable.numpy())
