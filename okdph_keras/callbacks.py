@@ -38,6 +38,7 @@ class Fusion(keras.callbacks.Callback):
         self.unit = unit
         self._batches_done = 0
         self._epoch_start = 0
+        self._epoch = None  # the epoch in progress whose fusion is still due
 
     def set_model(self, model):
         if not callable(getattr(model, "fuse", None)):
@@ -51,6 +52,11 @@ class Fusion(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = self._batches_done
+        self._epoch = epoch
+
+    def on_test_begin(self, logs=None):
+        # Inside fit(), validation starts once the epoch's training is done.
+        self._end_training_epoch()
 
     def on_train_batch_end(self, batch, logs=None):
         if self.unit != "batch":
@@ -63,8 +69,14 @@ class Fusion(keras.callbacks.Callback):
         self._batches_done = done
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.unit == "epoch" and (epoch + 1) % self.every == 0:
+        self._end_training_epoch()
+
+    def _end_training_epoch(self):
+        if self._epoch is None:
+            return
+        if self.unit == "epoch" and (self._epoch + 1) % self.every == 0:
             self.model.fuse(self.gamma)
+        self._epoch = None
 
     def get_config(self):
         return {"gamma": self.gamma, "every": self.every, "unit": self.unit}

@@ -38,10 +38,29 @@ def test_epoch_fusion_follows_the_formula_every_n_epochs(model):
     fusion.set_model(model)
     fusion.on_train_begin()
     start = float_weights(model)
+    fusion.on_epoch_begin(0)
     fusion.on_epoch_end(0)
     assert_weights(model, start)
-    fusion.on_epoch_end(1)
-    assert_weights(model, expected_fusion(start, [0.2, 0.3, 0.5], 0.3))
+    fusion.on_epoch_begin(1)
+    fusion.on_test_begin()  # fit's validation pass: the epoch's training is done
+    expected = expected_fusion(start, [0.2, 0.3, 0.5], 0.3)
+    assert_weights(model, expected)
+    fusion.on_epoch_end(1)  # once per epoch
+    assert_weights(model, expected)
+
+
+def test_validation_during_fit_sees_the_fused_students(batch):
+    images, labels, views = batch
+    model = OKDPH(tiny_student, identical_init=False)
+    model.compile(optimizer="sgd")
+    history = model.fit(
+        views, labels, batch_size=8, epochs=1, verbose=0,
+        validation_data=(images, labels), callbacks=[Fusion(1.0)],
+    )
+    # gamma = 1 makes the students identical before validation.
+    logs = {k: v[-1] for k, v in history.history.items()}
+    assert logs["val_student_0_ce"] == logs["val_student_1_ce"]
+    assert logs["val_student_0_ce"] == pytest.approx(logs["val_hwm_ce"], rel=1e-6)
 
 
 def test_batch_fusion_follows_the_formula_every_n_batches(model):
