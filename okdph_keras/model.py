@@ -50,9 +50,9 @@ class OKDPH(keras.Model):
             where it gives the students no gradient.
         weight_decay: coupled L2 on every trainable student variable, equal to
             torch `SGD(weight_decay=...)`; >= 0.
-        identical_init: copy student 0's float weights into the others when the
-            model is built, so all start identical (the paper). Set False to
-            keep different initialisations.
+        identical_init: at construction, copy student 0's float weights into
+            the others (ready students included), so all start identical (the
+            paper). Set False to keep different initialisations.
         seed: integer seed of the Dirichlet coefficients; drawn at random when
             None and then kept in the config.
         **kwargs: passed to `keras.Model` (`name`, ...).
