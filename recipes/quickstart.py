@@ -14,7 +14,6 @@ Run from the repository root:
 """
 
 import dataclasses
-import json
 import os
 import time
 
@@ -24,6 +23,7 @@ import numpy as np
 from sklearn import datasets, model_selection
 
 import okdph_keras
+from okdph_keras import checkpointing
 
 FLAGS = flags.FLAGS
 NUM_CLASSES = 10
@@ -137,7 +137,7 @@ def train_okdph(config, splits, views, steps_per_epoch):
     )
     model.compile(optimizer=make_optimizer(config, steps_per_epoch))
     data = okdph_keras.multi_view_dataset(
-        *splits["train"], views, config.batch_size, seed=config.seed
+        splits["train"], views, config.batch_size, seed=config.seed
     )
     model.fit(
         data,
@@ -159,7 +159,7 @@ def train_independent(config, splits, view, steps_per_epoch):
     )
     # The same pipeline and shuffle seed as OKDPH, with student 0's view only.
     data = okdph_keras.multi_view_dataset(
-        *splits["train"], [view], config.batch_size, seed=config.seed
+        splits["train"], [view], config.batch_size, seed=config.seed
     ).map(lambda views, labels: (views[0], labels))
     model.fit(
         data,
@@ -174,18 +174,6 @@ def train_independent(config, splits, view, steps_per_epoch):
 def accuracy(model, images, labels):
     logits = keras.ops.convert_to_numpy(model(images, training=False))
     return float(np.mean(np.argmax(logits, axis=-1) == labels))
-
-
-def write_atomically(path, write):
-    """Calls `write(temporary_path)`, then renames the result to `path`."""
-    root, extension = os.path.splitext(path)
-    temporary = f"{root}.tmp{os.getpid()}{extension}"  # Keras checks the extension.
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def run(config):
@@ -221,7 +209,7 @@ def run(config):
     best = int(np.argmax(validation_accuracy))
 
     os.makedirs(config.output_dir, exist_ok=True)
-    write_atomically(
+    checkpointing.write_atomically(
         os.path.join(config.output_dir, "best_student.keras"), okdph.students[best].save
     )
     wall_seconds = time.perf_counter() - start
@@ -238,11 +226,7 @@ def run(config):
         },
     }
 
-    def write_json(path):
-        with open(path, "w") as file:
-            json.dump(results, file, indent=2)
-
-    write_atomically(os.path.join(config.output_dir, "results.json"), write_json)
+    checkpointing.write_json_atomically(os.path.join(config.output_dir, "results.json"), results)
 
     print(f"\n{'network':<20}{'test accuracy':>14}")
     for name, value in test_accuracy.items():

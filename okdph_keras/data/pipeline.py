@@ -1,60 +1,222 @@
-"""Multi-view `tf.data` pipelines: one augmented view of each batch per network."""
+"""Multi-view `tf.data` pipelines: one augmented view of each batch per network.
+
+A view is applied in two stages: `crop` on each example (a random crop or
+random resized crop, before batching, so images may differ in size) and
+`augment` on whole batches (flips, RandAugment, AutoAugment, ...). Then
+every view is normalised, and optional Gaussian noise is added.
+
+Every random draw (shuffle, crops, augmentations, noise) is seeded by
+`(seed, epoch, position)`, so the batches do not depend on thread timing, and
+with `epochs` given a run resumed at epoch k sees the batches an uninterrupted
+run would have seen.
+"""
 
 import tensorflow as tf
 
+from okdph_keras.data.sources import Source
+
+AUTOTUNE = tf.data.AUTOTUNE
+MAX_SHUFFLE_BUFFER = 50_000
+
+
+class _BatchedCallable:
+    """Adapts a plain callable on float batches (a Keras layer, say) to a view."""
+
+    def __init__(self, function):
+        self.function = function
+
+    def crop(self, image, seed=None):
+        return tf.cast(image, tf.float32)
+
+    def augment(self, images, seed=None):
+        return images if self.function is None else self.function(images)
+
+
+def _as_view(view):
+    if hasattr(view, "crop") and hasattr(view, "augment"):
+        return view
+    if view is None or callable(view):
+        return _BatchedCallable(view)
+    raise ValueError(
+        "Each view must be an okdph_keras.data.views.View, a callable on float "
+        f"batches (such as a Keras preprocessing layer) or None; got {view!r}."
+    )
+
+
+def _examples(data):
+    """(unbatched dataset, number of examples) of a Source or an (images, labels) pair."""
+    if isinstance(data, Source):
+        return data.dataset, data.num_examples
+    images, labels = data
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels.")
+    return tf.data.Dataset.from_tensor_slices((images, labels)), len(images)
+
+
+def _check_batch_size(batch_size):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}.")
+
+
+def _stateless_seed(seed, stream, epoch, index):
+    """A stateless seed `[2]` for one random stream at one position of one epoch."""
+    return tf.stack(
+        [tf.cast(seed, tf.int64) * 1009 + stream, tf.cast(epoch, tf.int64) * 1_000_000_007 + index]
+    )
+
+
+def _finish(images, normalization, noise_mean, noise_std, seed):
+    """Normalises a float batch in [0, 255] and adds seeded Gaussian noise."""
+    if normalization is not None:
+        mean, std = (tf.constant(v, tf.float32) for v in normalization)
+        images = (images / 255.0 - mean) / std
+    if noise_std:
+        images += noise_mean + noise_std * tf.random.stateless_normal(tf.shape(images), seed=seed)
+    return images
+
 
 def multi_view_dataset(
-    images,
-    labels,
+    data,
     views,
     batch_size,
+    *,
     shuffle=True,
-    seed=None,
+    seed=0,
     drop_remainder=False,
+    normalization=None,
+    noise_mean=0.0,
+    noise_std=0.0,
+    epochs=None,
+    initial_epoch=0,
 ):
     """Batches of `(views, labels)` where each network sees its own view.
 
-    Augmentation runs on whole batches (parallel `map`, then `prefetch`).
-
     Args:
-        images: array or tensor `[N, H, W, C]` (float, already scaled).
-        labels: integer array `[N]`.
-        views: a list with one entry per network (M students, then the HWM):
-            a callable applied to a float batch `[B, H, W, C]` (a Keras
-            preprocessing layer or `keras.Sequential` of them), or None for the
-            unchanged batch. Create the layers outside this function.
-        batch_size: examples per batch, >= 1.
-        shuffle: reshuffle the examples every epoch.
-        seed: shuffle seed.
-        drop_remainder: drop the last, smaller batch.
+        data: a `Source`, or a pair `(images [N, H, W, C], labels [N])`.
+        views: one entry per network (M students, then the HWM): a `View`
+            from `okdph_keras.data.views.make_view`, a callable applied to
+            float batches (e.g. a Keras preprocessing layer, created once
+            outside this function), or None for the unchanged images.
+        batch_size: examples per batch (the global batch under a strategy).
+        shuffle: shuffle the examples every epoch.
+        seed: integer seed of the shuffling, the views' random draws and the
+            noise.
+        drop_remainder: drop each epoch's last, smaller batch.
+        normalization: optional `(mean, std)` per channel for images scaled
+            to [0, 1]; views produce values in [0, 255]. None leaves the
+            values as the views return them.
+        noise_mean, noise_std: Gaussian noise added after normalisation.
+        epochs: if given, the dataset holds epochs `initial_epoch` to
+            `epochs - 1` back to back, each seeded by `(seed, epoch)`; pass
+            `steps_per_epoch` to `fit`. If None, one epoch, shuffled and
+            augmented afresh (and reproducibly from `seed`) each time it is
+            iterated.
+        initial_epoch: the first epoch, when resuming.
 
     Returns:
-        A `tf.data.Dataset` of `(tuple of len(views) batches, labels)`.
+        A `tf.data.Dataset` of `(tuple of len(views) float batches, labels)`.
 
     Example:
         >>> flip = keras.layers.RandomFlip("horizontal")
-        >>> data = multi_view_dataset(x, y, [flip, flip, None], batch_size=128)
+        >>> data = multi_view_dataset((x, y), [flip, flip, None], batch_size=128)
     """
     if not views:
         raise ValueError("multi_view_dataset needs at least one view.")
-    for index, view in enumerate(views):
-        if view is not None and not callable(view):
-            raise ValueError(
-                f"views[{index}] must be a callable (e.g. a Keras preprocessing "
-                f"layer) or None; got {view!r}."
+    views = [_as_view(v) for v in views]
+    _check_batch_size(batch_size)
+    examples, num_examples = _examples(data)
+    buffer = max(1, min(num_examples, MAX_SHUFFLE_BUFFER))
+
+    num_views = len(views)
+
+    def crop_all(epoch, index, example):
+        image, label = example
+        crops = tuple(
+            view.crop(image, seed=_stateless_seed(seed, k, epoch, index))
+            for k, view in enumerate(views)
+        )
+        return crops, label
+
+    def augment_all(epoch, index, batch):
+        crops, labels = batch
+        outputs = tuple(
+            _finish(
+                view.augment(crop, seed=_stateless_seed(seed, num_views + k, epoch, index)),
+                normalization,
+                noise_mean,
+                noise_std,
+                _stateless_seed(seed, 2 * num_views + k, epoch, index),
             )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}.")
-    if len(images) != len(labels):
-        raise ValueError(f"{len(images)} images but {len(labels)} labels.")
+            for k, (view, crop) in enumerate(zip(views, crops))
+        )
+        return outputs, labels
 
-    def make_views(batch, batch_labels):
-        batch = tf.cast(batch, tf.float32)
-        return tuple(batch if view is None else view(batch) for view in views), batch_labels
+    def one_epoch(epoch):
+        dataset = examples
+        if shuffle:
+            dataset = dataset.shuffle(
+                buffer, seed=tf.cast(seed, tf.int64) * 7919 + epoch, reshuffle_each_iteration=False
+            )
+        dataset = dataset.enumerate().map(
+            lambda index, example: crop_all(epoch, index, example),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=True,
+        )
+        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder).enumerate()
+        return dataset.map(
+            lambda index, batch: augment_all(epoch, index, batch),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=True,
+        )
 
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
-    if shuffle:
-        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    dataset = dataset.map(make_views, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    if epochs is None:  # a fresh, seeded epoch identity each time it is iterated
+        epoch_ids = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+    else:
+        epoch_ids = tf.data.Dataset.range(initial_epoch, epochs)
+    dataset = epoch_ids.flat_map(one_epoch)
+    # TF 2.21's map-and-batch fusion fails inside flat_map ("can't delete
+    # node(s) with retained fanouts").
+    options = tf.data.Options()
+    options.experimental_optimization.map_and_batch_fusion = False
+    return dataset.with_options(options).prefetch(AUTOTUNE)
+
+
+def eval_dataset(
+    data,
+    batch_size,
+    *,
+    transform=None,
+    normalization=None,
+    noise_mean=0.0,
+    noise_std=0.0,
+    seed=0,
+):
+    """Batches of `(images, labels)` for evaluation, in the data's order.
+
+    Args:
+        data: a `Source`, or a pair `(images, labels)`.
+        batch_size: examples per batch.
+        transform: optional callable on one example returning a float image
+            in [0, 255] (`okdph_keras.data.views.eval_transform`); None casts
+            to float.
+        normalization, noise_mean, noise_std: as in `multi_view_dataset`;
+            the noise is seeded by `seed`, the same on every pass.
+
+    Returns:
+        A `tf.data.Dataset` of `(float images, labels)`.
+    """
+    _check_batch_size(batch_size)
+    examples, _ = _examples(data)
+    transform = transform or (lambda image: tf.cast(image, tf.float32))
+    dataset = examples.map(
+        lambda image, label: (transform(image), label), num_parallel_calls=AUTOTUNE
+    )
+    dataset = dataset.batch(batch_size).enumerate()
+    dataset = dataset.map(
+        lambda index, batch: (
+            _finish(batch[0], normalization, noise_mean, noise_std, _stateless_seed(seed, 0, 0, index)),
+            batch[1],
+        ),
+        num_parallel_calls=AUTOTUNE,
+    )
+    return dataset.prefetch(AUTOTUNE)

@@ -1,4 +1,9 @@
 """Architectures. Nothing here knows of OKDPH: any classifier can be a student."""
 
+from okdph_keras.models.cifar_resnet import resnet32, resnet110
+from okdph_keras.models.densenet import densenet_40_12
+from okdph_keras.models.imagenet_resnet import resnet18, resnet34, resnet50
 from okdph_keras.models.registry import MODELS, get_model
 from okdph_keras.models.small_cnn import small_cnn
+from okdph_keras.models.vgg import vgg16
+from okdph_keras.models.wide_resnet import wrn_20_8

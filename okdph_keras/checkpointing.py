@@ -1,0 +1,113 @@
+"""Atomic files and per-epoch checkpoints that let a run resume where it stopped.
+
+A run directory holds `state.json`, which names the last complete checkpoint
+(`checkpoints/epoch_NNNN.keras`) and the history so far. Every file is written
+to a temporary name and renamed into place, and `state.json` is replaced only
+after the checkpoint it names is complete, so a run killed at any moment
+leaves the previous state intact.
+"""
+
+import csv
+import io
+import json
+import os
+import tempfile
+
+import keras
+
+STATE_FILE = "state.json"
+HISTORY_FILE = "history.csv"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def write_atomically(path, write):
+    """Calls `write(temporary_path)` beside `path`, then renames it to `path`.
+
+    Args:
+        path: the final file path.
+        write: a callable that writes a complete file at the path it is given.
+            The temporary name keeps `path`'s extension (Keras checks it).
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    stem, extension = os.path.splitext(name)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{extension}", dir=directory)
+    os.close(descriptor)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_text_atomically(path, text):
+    def write(temporary):
+        with open(temporary, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+
+    write_atomically(path, write)
+
+
+def write_json_atomically(path, value):
+    write_text_atomically(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def load_json(path):
+    with open(path) as file:
+        return json.load(file)
+
+
+def load_state(run_dir):
+    """The run's saved state (`epochs_done`, `checkpoint`, `history`), or None."""
+    path = os.path.join(run_dir, STATE_FILE)
+    return load_json(path) if os.path.exists(path) else None
+
+
+def history_csv(history):
+    """History `{metric: [per-epoch values]}` as CSV text, one row per epoch."""
+    names = sorted(history)
+    rows = zip(*(history[name] for name in names))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["epoch", *names])
+    for epoch, row in enumerate(rows, start=1):
+        writer.writerow([epoch, *row])
+    return buffer.getvalue()
+
+
+class RunCheckpoint(keras.callbacks.Callback):
+    """Saves the whole model (optimizer included) and the history every epoch.
+
+    Args:
+        run_dir: the run directory.
+        history: the history of the epochs done before this `fit`, when
+            resuming; new epochs are appended to it.
+
+    Example:
+        >>> state = load_state(run_dir)
+        >>> model.fit(..., callbacks=[RunCheckpoint(run_dir, state and state["history"])])
+    """
+
+    def __init__(self, run_dir, history=None):
+        super().__init__()
+        self.run_dir = run_dir
+        self.history = {name: list(values) for name, values in (history or {}).items()}
+
+    def on_epoch_end(self, epoch, logs=None):
+        for name, value in (logs or {}).items():
+            self.history.setdefault(name, []).append(float(value))
+        relative = os.path.join(CHECKPOINT_DIR, f"epoch_{epoch + 1:04d}.keras")
+        write_atomically(os.path.join(self.run_dir, relative), self.model.save)
+        previous = load_state(self.run_dir)
+        write_json_atomically(
+            os.path.join(self.run_dir, STATE_FILE),
+            {"epochs_done": epoch + 1, "checkpoint": relative, "history": self.history},
+        )
+        write_text_atomically(os.path.join(self.run_dir, HISTORY_FILE), history_csv(self.history))
+        if previous and previous["checkpoint"] != relative:
+            stale = os.path.join(self.run_dir, previous["checkpoint"])
+            if os.path.exists(stale):
+                os.remove(stale)

@@ -1,0 +1,79 @@
+"""ResNets for 32x32 images (CIFAR): 3x3 stem, three stages of 16/32/64 planes."""
+
+import keras
+
+from okdph_keras.models.layers import conv_bn
+from okdph_keras.models.resnet_blocks import basic_block, bottleneck_block, residual_stage
+
+CIFAR_INPUT_SHAPE = (32, 32, 3)
+
+
+def cifar_resnet(block, blocks_per_stage, num_classes, input_shape, name, **block_kwargs):
+    """A CIFAR ResNet: 3x3 conv+BN+ReLU (16), three stages, average pool, dense.
+
+    Args:
+        block: `basic_block` or `bottleneck_block`.
+        blocks_per_stage: blocks in each of the three stages (16, 32 and 64
+            planes; stride 1, 2, 2).
+        num_classes: number of output logits.
+        input_shape: `(H, W, C)` of the images.
+        name: the model's name.
+        **block_kwargs: passed to every block (e.g. `width_multiplier`).
+
+    Returns:
+        A built functional `keras.Model` mapping images to logits.
+
+    Example:
+        >>> model = cifar_resnet(basic_block, (3, 3, 3), 10, (32, 32, 3), "resnet20")
+    """
+    inputs = keras.Input(shape=input_shape)
+    x = conv_bn(inputs, 16, 3, name="stem")
+    for stage, (filters, num_blocks) in enumerate(zip((16, 32, 64), blocks_per_stage)):
+        x = residual_stage(
+            x, block, filters, num_blocks, strides=1 if stage == 0 else 2,
+            name=f"stage{stage + 1}", **block_kwargs,
+        )
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def resnet32(num_classes=10, input_shape=CIFAR_INPUT_SHAPE, name="resnet32"):
+    """ResNet-32: basic blocks [5, 5, 5], widths 16/32/64.
+
+    Trainable parameters: 466,906 (10 classes) / 472,756 (100 classes).
+
+    Args:
+        num_classes: number of output logits.
+        input_shape: `(H, W, C)` of the images.
+        name: the model's name.
+
+    Returns:
+        A built functional `keras.Model` mapping images to logits.
+
+    Example:
+        >>> resnet32(100)(keras.ops.zeros((2, 32, 32, 3))).shape
+        TensorShape([2, 100])
+    """
+    return cifar_resnet(basic_block, (5, 5, 5), num_classes, input_shape, name)
+
+
+def resnet110(num_classes=10, input_shape=CIFAR_INPUT_SHAPE, name="resnet110"):
+    """ResNet-110 of the reference: bottleneck blocks [12, 12, 12], outputs 64/128/256.
+
+    Not the 1.7M-parameter basic-block ResNet-110 of He et al.
+    Trainable parameters: 1,147,738 (10 classes) / 1,170,868 (100 classes).
+
+    Args:
+        num_classes: number of output logits.
+        input_shape: `(H, W, C)` of the images.
+        name: the model's name.
+
+    Returns:
+        A built functional `keras.Model` mapping images to logits.
+
+    Example:
+        >>> resnet110(10)(keras.ops.zeros((2, 32, 32, 3))).shape
+        TensorShape([2, 10])
+    """
+    return cifar_resnet(bottleneck_block, (12, 12, 12), num_classes, input_shape, name)

@@ -1,0 +1,92 @@
+"""Residual blocks and stages shared by the CIFAR and ImageNet ResNets.
+
+The layout is torchvision's (post-activation, "ResNet v1.5"): bias-free convs
+each followed by BatchNorm, the stride on the 3x3 conv, and a 1x1 conv + BN
+projection shortcut whenever the block changes the shape.
+"""
+
+import keras
+
+from okdph_keras.models.layers import conv_bn
+
+BOTTLENECK_EXPANSION = 4
+
+
+def basic_block(x, filters, strides=1, *, name):
+    """Two 3x3 conv+BN, added to the shortcut, then ReLU.
+
+    Args:
+        x: input tensor `[B, H, W, C]`.
+        filters: channels of both convs and of the output.
+        strides: stride of the first conv (and of the projection).
+        name: prefix of the layers' names.
+
+    Returns:
+        The output tensor, `filters` channels.
+
+    Example:
+        >>> y = basic_block(x, 32, strides=2, name="stage2_block1")
+    """
+    shortcut = _shortcut(x, filters, strides, name)
+    y = conv_bn(x, filters, 3, strides, name=f"{name}_1")
+    y = conv_bn(y, filters, 3, relu=False, name=f"{name}_2")
+    return _merge(shortcut, y, name)
+
+
+def bottleneck_block(x, filters, strides=1, width_multiplier=1, *, name):
+    """1x1 -> 3x3 -> 1x1 conv+BN (expansion 4), added to the shortcut, then ReLU.
+
+    Args:
+        x: input tensor `[B, H, W, C]`.
+        filters: "planes": the output has `4 * filters` channels.
+        strides: stride of the 3x3 conv (and of the projection).
+        width_multiplier: the inner 1x1 and 3x3 convs have
+            `filters * width_multiplier` channels (wide ResNets use > 1).
+        name: prefix of the layers' names.
+
+    Returns:
+        The output tensor, `4 * filters` channels.
+
+    Example:
+        >>> y = bottleneck_block(x, 16, width_multiplier=8, name="stage1_block1")
+    """
+    width = filters * width_multiplier
+    shortcut = _shortcut(x, BOTTLENECK_EXPANSION * filters, strides, name)
+    y = conv_bn(x, width, 1, name=f"{name}_1")
+    y = conv_bn(y, width, 3, strides, name=f"{name}_2")
+    y = conv_bn(y, BOTTLENECK_EXPANSION * filters, 1, relu=False, name=f"{name}_3")
+    return _merge(shortcut, y, name)
+
+
+def residual_stage(x, block, filters, num_blocks, strides, name, **block_kwargs):
+    """`num_blocks` residual blocks; only the first one strides.
+
+    Args:
+        x: input tensor `[B, H, W, C]`.
+        block: `basic_block` or `bottleneck_block`.
+        filters: the blocks' `filters`.
+        num_blocks: number of blocks.
+        strides: stride of the first block.
+        name: prefix of the layers' names (blocks are `{name}_block{i}`).
+        **block_kwargs: passed to every block (e.g. `width_multiplier`).
+
+    Returns:
+        The output tensor.
+
+    Example:
+        >>> y = residual_stage(x, basic_block, 32, 5, strides=2, name="stage2")
+    """
+    for i in range(num_blocks):
+        x = block(x, filters, strides if i == 0 else 1, name=f"{name}_block{i + 1}", **block_kwargs)
+    return x
+
+
+def _shortcut(x, channels, strides, name):
+    if strides == 1 and x.shape[-1] == channels:
+        return x
+    return conv_bn(x, channels, 1, strides, relu=False, name=f"{name}_proj")
+
+
+def _merge(shortcut, residual, name):
+    x = keras.layers.Add(name=f"{name}_add")([shortcut, residual])
+    return keras.layers.ReLU(name=f"{name}_out")(x)

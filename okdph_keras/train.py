@@ -1,0 +1,237 @@
+"""One training run: config -> data -> model -> fit -> run directory.
+
+The only place that wires configuration, strategy, data, model and outputs;
+every recipe calls `run(config)`. A run directory holds:
+
+    config.json     the resolved configuration
+    state.json      epochs done, the last checkpoint, the history so far
+    history.csv     per-epoch metrics (train, and `val_*` = test set)
+    checkpoints/    the last complete epoch's model (optimizer included)
+    tensorboard/    TensorBoard logs
+    results.json    final-epoch test accuracy of every network, when finished
+    curves.png      test accuracy and loss of every network per epoch
+
+and the best student goes to `<saved_models_dir>/<run_name>/student.keras`.
+Running the same config again resumes after the last complete epoch, or
+reports that the run has finished.
+"""
+
+import dataclasses
+import math
+import os
+import time
+
+import keras
+import tensorflow as tf
+
+from okdph_keras import checkpointing, curves
+from okdph_keras.callbacks import Fusion
+from okdph_keras.config import Config, validate
+from okdph_keras.data import sources, views as views_lib
+from okdph_keras.data.pipeline import eval_dataset, multi_view_dataset
+from okdph_keras.model import OKDPH
+from okdph_keras.models import get_model
+
+SMOKE_EXAMPLES = {"train": 64, "test": 32}
+
+
+def run(config, strategy=None):
+    """Trains (or resumes, or reports) the run that `config` describes.
+
+    Args:
+        config: a `Config`.
+        strategy: a `tf.distribute.Strategy`; the default strategy if None.
+
+    Returns:
+        The run's results (the content of `results.json`).
+    """
+    validate(config)
+    strategy = strategy or tf.distribute.get_strategy()
+    run_dir = os.path.join(config.output_dir, config.run_name)
+    results_path = os.path.join(run_dir, "results.json")
+    _check_run_dir(run_dir, config)
+    if os.path.exists(results_path):
+        print(f"Run {run_dir} has already finished; its results are in {results_path}.")
+        return checkpointing.load_json(results_path)
+
+    keras.utils.set_random_seed(config.seed)
+    train_source, test_source = load_sources(config)  # fails early on bad data
+    _write_config(run_dir, config)
+    state = checkpointing.load_state(run_dir)
+    initial_epoch = state["epochs_done"] if state else 0
+    steps_per_epoch = math.ceil(train_source.num_examples / config.batch_size)
+    train_data, test_data = make_datasets(config, train_source, test_source, initial_epoch)
+
+    with strategy.scope():
+        if state:
+            print(f"Resuming {run_dir} after epoch {initial_epoch} of {config.epochs}.")
+            model = keras.saving.load_model(os.path.join(run_dir, state["checkpoint"]))
+        else:
+            model = build_model(config, train_source)
+            model.compile(optimizer=make_optimizer(config, steps_per_epoch))
+
+    start = time.perf_counter()
+    if initial_epoch < config.epochs:
+        model.fit(
+            train_data,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=test_data,
+            callbacks=[
+                Fusion(config.fusion_gamma, config.fusion_every, config.fusion_unit),
+                checkpointing.RunCheckpoint(run_dir, state and state["history"]),
+                keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard")),
+            ],
+            shuffle=False,  # the dataset shuffles itself, seeded per epoch
+            verbose=2,
+        )
+    history = checkpointing.load_state(run_dir)["history"]
+    final = model.evaluate(test_data, verbose=0, return_dict=True)
+    results = summarize(config, final, history, time.perf_counter() - start)
+    export_student(model.students[results["best_student"]], config)
+    checkpointing.write_atomically(
+        os.path.join(run_dir, "curves.png"),
+        lambda path: curves.plot_curves(history, path, title=config.run_name),
+    )
+    checkpointing.write_json_atomically(results_path, results)
+    print(format_results(results))
+    return results
+
+
+def _check_run_dir(run_dir, config):
+    """Fails if `run_dir` holds a run of another configuration."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        return
+    saved = Config.from_json_dict(checkpointing.load_json(path)).to_json_dict()
+    changed = sorted(k for k, v in config.to_json_dict().items() if saved.get(k) != v)
+    if changed:
+        raise ValueError(
+            f"{run_dir} holds a run with another configuration (it differs in "
+            f"{changed}). Pass another --run_name or --output_dir, or delete it."
+        )
+
+
+def _write_config(run_dir, config):
+    path = os.path.join(run_dir, "config.json")
+    if os.path.exists(path):
+        return
+    try:
+        checkpointing.write_json_atomically(path, config.to_json_dict())
+    except OSError as error:
+        raise ValueError(f"Cannot write the run directory {run_dir}: {error}") from error
+
+
+def load_sources(config):
+    """The training and test `Source`s, sliced for smoke runs and limited data.
+
+    A `data_dir` holding a `train/` folder is read as a class-per-folder tree
+    whatever the dataset's name, so ImageNet's own train/ and val/ folders work.
+    """
+    dataset = config.dataset
+    if config.data_dir and os.path.isdir(os.path.join(config.data_dir, "train")):
+        dataset = "image_folder"
+    train = sources.load_source(dataset, "train", data_dir=config.data_dir)
+    test = sources.load_source(dataset, "test", data_dir=config.data_dir)
+    if config.data_fraction < 1.0:
+        train = sources.limit_per_class(train, config.data_fraction, seed=config.seed)
+    if config.smoke:
+        train, test = _take(train, SMOKE_EXAMPLES["train"]), _take(test, SMOKE_EXAMPLES["test"])
+    return train, test
+
+
+def _take(source, count):
+    return dataclasses.replace(
+        source, dataset=source.dataset.take(count), num_examples=min(count, source.num_examples)
+    )
+
+
+def make_datasets(config, train_source, test_source, initial_epoch=0):
+    """(multi-view training dataset from `initial_epoch` on, test dataset)."""
+    views = [
+        views_lib.make_view(name, config.style, config.image_size, seed=config.seed + index)
+        for index, name in enumerate(config.views)
+    ]
+    noise = dict(noise_mean=config.noise_mean, noise_std=config.noise_std)
+    train = multi_view_dataset(
+        train_source,
+        views,
+        config.batch_size,
+        seed=config.seed,
+        normalization=config.normalization,
+        epochs=config.epochs,
+        initial_epoch=initial_epoch,
+        **noise,
+    )
+    test = eval_dataset(
+        test_source,
+        config.batch_size,
+        transform=views_lib.eval_transform(config.style, config.image_size),
+        normalization=config.normalization,
+        seed=config.seed,
+        **noise,
+    )
+    return train, test
+
+
+def build_model(config, train_source):
+    """An `OKDPH` of `config.num_students` students of `config.model`."""
+    channels = train_source.image_shape[-1] if train_source.image_shape else 3
+    input_shape = (config.image_size, config.image_size, channels)
+    return OKDPH(
+        lambda: get_model(config.model, train_source.num_classes, input_shape),
+        num_students=config.num_students,
+        omega=config.omega,
+        beta=config.beta,
+        temperature=config.temperature,
+        hybrid=config.hybrid,
+        hwm_gradient=config.hwm_gradient,
+        weight_decay=config.weight_decay,
+        seed=config.seed,
+    )
+
+
+def make_optimizer(config, steps_per_epoch):
+    """SGD with momentum; lr x `lr_decay` at each fraction of the epochs."""
+    boundaries = [int(round(f * config.epochs)) * steps_per_epoch for f in config.lr_decay_epochs]
+    values = [config.learning_rate * config.lr_decay**k for k in range(len(boundaries) + 1)]
+    schedule = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+    return keras.optimizers.SGD(schedule, momentum=config.momentum)
+
+
+def summarize(config, final, history, seconds):
+    """results.json content: final-epoch test accuracy of every network and more."""
+    names = curves.network_names(history)
+    final_accuracy = {name: float(final[f"{name}_accuracy"]) for name in names}
+    students = [name for name in names if name.startswith("student_")]
+    best = max(range(len(students)), key=lambda m: final_accuracy[f"student_{m}"])
+    return {
+        "run_name": config.run_name,
+        "epochs": len(history["loss"]),
+        "final_test_accuracy": final_accuracy,
+        "final_test_ce": {name: float(final[f"{name}_ce"]) for name in names},
+        "students_mean_final_test_accuracy": sum(final_accuracy[s] for s in students) / len(students),
+        "best_over_epochs_test_accuracy (not a final figure)": {
+            name: max(history[f"val_{name}_accuracy"]) for name in names
+        },
+        "best_student": best,
+        "best_student_selected_by": "final-epoch test accuracy (there is no validation split)",
+        "exported_student": os.path.join(config.saved_models_dir, config.run_name, "student.keras"),
+        "train_seconds_this_session": seconds,
+    }
+
+
+def export_student(student, config):
+    """Saves a student to `<saved_models_dir>/<run_name>/student.keras`, atomically."""
+    path = os.path.join(config.saved_models_dir, config.run_name, "student.keras")
+    checkpointing.write_atomically(path, student.save)
+    return path
+
+
+def format_results(results):
+    lines = [f"Final-epoch test accuracy ({results['run_name']}, {results['epochs']} epochs):"]
+    for name, value in results["final_test_accuracy"].items():
+        lines.append(f"  {name:<12} {value:.4f}")
+    lines.append(f"Best student: {results['best_student']} -> {results['exported_student']}")
+    return "\n".join(lines)

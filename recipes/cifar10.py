@@ -1,0 +1,15 @@
+"""OKDPH on CIFAR10 (TFDS `cifar10`) with the reference recipe.
+
+    python -m recipes.cifar10 --model=resnet32            # 300 epochs, the paper's table
+    python -m recipes.cifar10 --smoke                     # seconds, on a tiny slice
+
+Offline, point --data_dir at prepared TFDS data (see README).
+"""
+
+from recipes import common
+
+if __name__ == "__main__":
+    common.main(
+        dataset="cifar10", views_kind="cifar10", model="resnet32", image_size=32, style="cifar",
+        normalization="cifar10",
+    )

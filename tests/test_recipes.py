@@ -1,0 +1,159 @@
+"""Every recipe end to end with --smoke, offline, and resuming after a kill."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cifar_fixtures import prepare_fake_cifar
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+TIMEOUT_S = 400
+
+
+@pytest.fixture(scope="module")
+def tfds_dir(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("tfds")
+    prepare_fake_cifar(data_dir, "cifar10", num_train=40, num_test=20)
+    prepare_fake_cifar(data_dir, "cifar100", num_train=40, num_test=20)
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def image_tree(tmp_path_factory):
+    """train/ and val/ class folders of PNG and JPEG images of different sizes."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 6), ("val", 3)):
+        for name in ("cat", "dog", "fish"):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                image = rng.integers(0, 256, size=(40 + 4 * i, 48, 3), dtype=np.uint8)
+                encoded = tf.io.encode_png(image) if i % 2 else tf.io.encode_jpeg(image)
+                (folder / f"{i}.{'png' if i % 2 else 'jpg'}").write_bytes(encoded.numpy())
+    return root
+
+
+def recipe_command(recipe, tmp_path, *flags):
+    return [
+        sys.executable, "-m", f"recipes.{recipe}", "--smoke",
+        f"--output_dir={tmp_path / 'runs'}", f"--saved_models_dir={tmp_path / 'saved'}", *flags,
+    ]
+
+
+def run_recipe(recipe, tmp_path, *flags):
+    completed = subprocess.run(
+        recipe_command(recipe, tmp_path, *flags), cwd=REPO_ROOT, capture_output=True,
+        text=True, timeout=TIMEOUT_S,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
+    return completed.stdout
+
+
+def check_run_directory(tmp_path, run_name, num_students, epochs=2):
+    run_dir = tmp_path / "runs" / run_name
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["smoke"] is True and config["epochs"] == epochs
+    assert len(config["views"]) == num_students + 1
+
+    history = (run_dir / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,") and len(history) == epochs + 1
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == [f"epoch_{epochs:04d}.keras"]
+    assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    results = json.loads((run_dir / "results.json").read_text())
+    networks = {f"student_{m}" for m in range(num_students)} | {"hwm", "ensemble"}
+    assert set(results["final_test_accuracy"]) == networks
+    assert all(0.0 <= v <= 1.0 for v in results["final_test_accuracy"].values())
+    assert results["epochs"] == epochs
+
+    student = tmp_path / "saved" / run_name / "student.keras"
+    import keras  # noqa: PLC0415
+
+    model = keras.saving.load_model(student)
+    assert model.output_shape[-1] == config_classes(config)
+    assert not list(tmp_path.rglob("*.tmp*")), "a temporary file was left behind"
+    return results
+
+
+def config_classes(config):
+    return {"cifar10": 10, "cifar100": 100}.get(config["dataset"], 3)
+
+
+def test_cifar10_recipe_smoke_with_the_default_model(tmp_path, tfds_dir):
+    out = run_recipe("cifar10", tmp_path, f"--data_dir={tfds_dir}")
+    assert "Final-epoch test accuracy" in out
+    check_run_directory(tmp_path, "cifar10_resnet32_m2_seed42_smoke", 2)
+    # The same command again reports the finished run instead of training.
+    again = run_recipe("cifar10", tmp_path, f"--data_dir={tfds_dir}")
+    assert "has already finished" in again and "Epoch 1/2" not in again
+
+
+def test_cifar100_recipe_smoke_four_students(tmp_path, tfds_dir):
+    run_recipe("cifar100", tmp_path, f"--data_dir={tfds_dir}", "--model=small_cnn", "--students=4")
+    check_run_directory(tmp_path, "cifar100_small_cnn_m4_seed42_smoke", 4)
+    config = json.loads((tmp_path / "runs/cifar100_small_cnn_m4_seed42_smoke/config.json").read_text())
+    assert config["views"] == ["hflip", "cutout", "randaugment", "autoaugment", "none"]
+    # The reference table for CIFAR-100: omega 1.0 for resnet32 only; small_cnn gets the paper's defaults.
+    assert (config["omega"], config["fusion_unit"]) == (0.8, "epoch")
+
+
+def test_imagenet_recipe_smoke_on_an_image_tree(tmp_path, image_tree):
+    run_recipe("imagenet", tmp_path, f"--data_dir={image_tree}", "--image_size=32")
+    check_run_directory(tmp_path, "imagenet2012_resnet18_m2_seed42_smoke", 2)
+
+
+def test_image_folder_recipe_smoke(tmp_path, image_tree):
+    run_recipe(
+        "image_folder", tmp_path, f"--data_dir={image_tree}", "--model=small_cnn",
+        "--style=cifar", "--image_size=16", "--hybrid=dirichlet",
+    )
+    results = check_run_directory(tmp_path, "image_folder_small_cnn_m2_seed42_smoke", 2)
+    assert results["final_test_accuracy"]["hwm"] >= 0.0
+
+
+def test_a_killed_run_resumes_from_its_last_epoch(tmp_path, tfds_dir):
+    flags = (f"--data_dir={tfds_dir}", "--model=small_cnn", "--epochs=4", "--views=hflip,cutout,none")
+    process = subprocess.Popen(
+        recipe_command("cifar10", tmp_path, *flags), cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    state_path = tmp_path / "runs/cifar10_small_cnn_m2_seed42_smoke/state.json"
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline and process.poll() is None:
+            if state_path.exists() and json.loads(state_path.read_text())["epochs_done"] >= 1:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    done = json.loads(state_path.read_text())["epochs_done"]
+    assert 1 <= done < 4
+
+    out = run_recipe("cifar10", tmp_path, *flags)
+    assert f"Resuming {state_path.parent} after epoch {done} of 4" in out
+    assert f"Epoch {done + 1}/4" in out and "Epoch 1/4" not in out
+    check_run_directory(tmp_path, "cifar10_small_cnn_m2_seed42_smoke", 2, epochs=4)
+
+
+def test_a_run_directory_of_another_config_is_refused(tmp_path, tfds_dir):
+    flags = (f"--data_dir={tfds_dir}", "--model=small_cnn", "--epochs=1", "--views=hflip,hflip,none")
+    run_recipe("cifar10", tmp_path, *flags)
+    completed = subprocess.run(
+        recipe_command("cifar10", tmp_path, *flags[:-1], "--views=hflip,cutout,none", "--run_name=cifar10_small_cnn_m2_seed42_smoke"),
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=TIMEOUT_S,
+    )
+    assert completed.returncode != 0
+    assert "holds a run with another configuration (it differs in ['views'])" in completed.stderr
