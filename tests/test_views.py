@@ -148,10 +148,16 @@ def test_eval_transform_imagenet_resizes_and_centre_crops():
     np.testing.assert_allclose(out[:, 100, 1], expected_y, atol=1.0)
 
 
-def test_eval_transform_cifar_only_converts(images):
-    out = eval_transform("cifar")(images[0]).numpy()
+def test_eval_transform_cifar_only_converts_images_of_the_right_size(images):
+    size = images.shape[1]
+    out = eval_transform("cifar", size)(images[0]).numpy()
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, images[0])
+    # Images of another size (a folder of photos in CIFAR style) are resized.
+    constant = np.full((3 * size, 2 * size, 3), 77, np.uint8)
+    resized = eval_transform("cifar", size)(constant).numpy()
+    assert resized.shape == (size, size, 3)
+    np.testing.assert_allclose(resized, 77.0, atol=1e-3)
 
 
 def test_normalize_matches_numpy(rng):

@@ -1,3 +1,15 @@
-"""Data pipelines. Nothing here knows of models."""
+"""Data: sources (TFDS, image folders, arrays), views, multi-view pipelines.
 
-from okdph_keras.data.pipeline import multi_view_dataset
+Nothing here knows of models.
+"""
+
+from okdph_keras.data.pipeline import eval_dataset, multi_view_dataset
+from okdph_keras.data.sources import Source, from_arrays, limit_per_class, load_source
+from okdph_keras.data.views import (
+    DEFAULT_VIEWS,
+    NORMALIZATION,
+    VIEW_NAMES,
+    View,
+    eval_transform,
+    make_view,
+)
