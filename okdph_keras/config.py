@@ -200,6 +200,10 @@ def validate(config):
         ("lr_decay", 0.0, 1.0),
         ("weight_decay", 0.0, math.inf),
         ("noise_std", 0.0, math.inf),
+        ("omega", 0.0, 1.0),
+        ("beta", 0.0, math.inf),
+        ("temperature", 1e-12, math.inf),
+        ("fusion_gamma", 0.0, 1.0),
     ):
         value = getattr(config, name)
         if not isinstance(value, (int, float)) or not low <= value <= high:
@@ -208,6 +212,10 @@ def validate(config):
         fail("data_fraction", "it must be in (0, 1]")
     if any(not 0.0 < f < 1.0 for f in config.lr_decay_epochs):
         fail("lr_decay_epochs", "each must be a fraction of the epochs in (0, 1)")
+    if config.hybrid not in ("mean", "dirichlet"):
+        fail("hybrid", "expected 'mean' or 'dirichlet'")
+    if not isinstance(config.hwm_gradient, bool):
+        fail("hwm_gradient", "expected True or False")
     if config.fusion_unit not in ("epoch", "batch"):
         fail("fusion_unit", "expected 'epoch' or 'batch'")
     if len(config.normalization) != 2 or len(config.normalization[0]) != len(config.normalization[1]):

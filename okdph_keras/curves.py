@@ -4,6 +4,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 
 def network_names(history):
@@ -35,6 +36,7 @@ def plot_curves(history, path, title=""):
     accuracy_axis.set(xlabel="epoch", ylabel="test accuracy", title="accuracy")
     loss_axis.set(xlabel="epoch", ylabel="test cross-entropy", title="loss")
     for axis in (accuracy_axis, loss_axis):
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend(fontsize="small")
     figure.suptitle(title)

@@ -46,7 +46,9 @@ def _as_view(view):
 def _examples(data):
     """(unbatched dataset, number of examples) of a Source or an (images, labels) pair."""
     if isinstance(data, Source):
-        return data.dataset, data.num_examples
+        # A known length lets Keras size epochs, and checks the source's count.
+        counted = data.dataset.apply(tf.data.experimental.assert_cardinality(data.num_examples))
+        return counted, data.num_examples
     images, labels = data
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels.")
