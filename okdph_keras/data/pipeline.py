@@ -17,6 +17,7 @@ from okdph_keras.data.sources import Source
 
 AUTOTUNE = tf.data.AUTOTUNE
 MAX_SHUFFLE_BUFFER = 50_000
+_GRAPH_SEED = 87654321
 
 
 class _BatchedCallable:
@@ -154,6 +155,10 @@ def multi_view_dataset(
         return outputs, labels
 
     def one_epoch(epoch):
+        # Traced inside flat_map: fixing this function graph's seed makes the order
+        # depend on (seed, epoch) alone, whatever TF's global seed (a global seed
+        # of 0 would even make a tensor op seed fail in TF's seed handling).
+        tf.compat.v1.get_default_graph().seed = _GRAPH_SEED
         dataset = examples
         if shuffle:
             dataset = dataset.shuffle(
