@@ -62,7 +62,7 @@ from okdph_keras import checkpointing, predict
 from okdph_keras.config import Config
 from okdph_keras.data import sources as sources_lib
 from okdph_keras.data.pipeline import eval_dataset
-from okdph_keras.data.views import NORMALIZATION, STYLES, eval_transform
+from okdph_keras.data.views import NORMALIZATION, STYLES, eval_transform, normalize
 from okdph_keras.model import OKDPH
 
 VARIANTS = ("float32", "float16", "dynamic_range", "int8")
@@ -324,16 +324,19 @@ def _images(value, settings, what, need_labels, limit=None, seed=0, label=None):
 # --- the student and its serving function -----------------------------------------------
 
 
+def _logits(model, images, settings):
+    """uint8 images -> the student's float32 logits on normalised images."""
+    x = normalize(images, settings.mean, settings.std)
+    return tf.cast(model(x, training=False), tf.float32)  # float16 under mixed precision
+
+
 def _reference_function(model, settings):
-    """uint8 images -> the Keras student's logits on normalised images (no export involved)."""
-    mean, std = np.float32(settings.mean), np.float32(settings.std)
-
-    @tf.function(input_signature=[_input_spec(settings)], reduce_retracing=True)
-    def logits(images):
-        x = (tf.cast(images, tf.float32) / 255.0 - mean) / std
-        return tf.cast(model(x, training=False), tf.float32)
-
-    return logits
+    """uint8 images -> the Keras student's logits (no export involved)."""
+    return tf.function(
+        lambda images: _logits(model, images, settings),
+        input_signature=[_input_spec(settings)],
+        reduce_retracing=True,
+    )
 
 
 def _input_spec(settings):
@@ -372,11 +375,8 @@ def _choose_student(origin, student, selection, settings):
 
 
 def _write_saved_model(model, settings, path):
-    mean, std = np.float32(settings.mean), np.float32(settings.std)
-
     def serve(images):
-        x = (tf.cast(images, tf.float32) / 255.0 - mean) / std
-        logits = tf.cast(model(x, training=False), tf.float32)  # float16 under mixed precision
+        logits = _logits(model, images, settings)
         return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
 
     archive = keras.export.ExportArchive()

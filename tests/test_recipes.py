@@ -122,7 +122,8 @@ def test_image_folder_recipe_smoke(tmp_path, image_tree):
 
 
 def test_a_killed_run_resumes_from_its_last_epoch(tmp_path, tfds_dir):
-    flags = (f"--data_dir={tfds_dir}", "--model=small_cnn", "--epochs=4", "--views=hflip,cutout,none")
+    # Enough epochs that the kill lands mid-run however fast the machine is.
+    flags = (f"--data_dir={tfds_dir}", "--model=small_cnn", "--epochs=12", "--views=hflip,cutout,none")
     process = subprocess.Popen(
         recipe_command("cifar10", tmp_path, *flags), cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -140,12 +141,12 @@ def test_a_killed_run_resumes_from_its_last_epoch(tmp_path, tfds_dir):
         process.kill()
         process.wait()
     done = json.loads(state_path.read_text())["epochs_done"]
-    assert 1 <= done < 4
+    assert 1 <= done < 12
 
     out = run_recipe("cifar10", tmp_path, *flags)
-    assert f"Resuming {state_path.parent} after epoch {done} of 4" in out
-    assert f"Epoch {done + 1}/4" in out and "Epoch 1/4" not in out
-    check_run_directory(tmp_path, "cifar10_small_cnn_m2_seed42_smoke", 2, epochs=4)
+    assert f"Resuming {state_path.parent} after epoch {done} of 12" in out
+    assert f"Epoch {done + 1}/12" in out and "Epoch 1/12" not in out
+    check_run_directory(tmp_path, "cifar10_small_cnn_m2_seed42_smoke", 2, epochs=12)
 
 
 def test_a_run_directory_of_another_config_is_refused(tmp_path, tfds_dir):

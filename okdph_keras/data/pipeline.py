@@ -14,6 +14,7 @@ run would have seen.
 import tensorflow as tf
 
 from okdph_keras.data.sources import Source
+from okdph_keras.data.views import normalize
 
 AUTOTUNE = tf.data.AUTOTUNE
 MAX_SHUFFLE_BUFFER = 50_000
@@ -71,8 +72,7 @@ def _stateless_seed(seed, stream, epoch, index):
 def _finish(images, normalization, noise_mean, noise_std, seed):
     """Normalises a float batch in [0, 255] and adds seeded Gaussian noise."""
     if normalization is not None:
-        mean, std = (tf.constant(v, tf.float32) for v in normalization)
-        images = (images / 255.0 - mean) / std
+        images = normalize(images, *normalization)
     if noise_std:
         images += noise_mean + noise_std * tf.random.stateless_normal(tf.shape(images), seed=seed)
     return images
