@@ -84,3 +84,34 @@ class Fusion(keras.callbacks.Callback):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+class EvaluateEachEpoch(keras.callbacks.Callback):
+    """Evaluates the model on a second dataset after every epoch and logs it.
+
+    `fit()` validates on one dataset (`val_*`); this adds another, such as the
+    test set while `fit()` validates on a held-out split. Its figures enter the
+    epoch's logs as `<prefix><metric>`, so callbacks listed after it (checkpoints,
+    TensorBoard) and the progress line see them. List it after `Fusion`, so that
+    it measures the fused students.
+
+    Args:
+        data: a dataset `evaluate()` accepts.
+        prefix: prepended to every metric name, e.g. `"test_"`.
+
+    Example:
+        >>> model.fit(train, validation_data=validation, epochs=10,
+        ...           callbacks=[Fusion(), EvaluateEachEpoch(test, "test_")])
+    """
+
+    def __init__(self, data, prefix="test_"):
+        super().__init__()
+        if not prefix or prefix == "val_":
+            raise ValueError(f"prefix={prefix!r} is not allowed: use a non-empty prefix other than 'val_'.")
+        self.data = data
+        self.prefix = prefix
+
+    def on_epoch_end(self, epoch, logs=None):
+        results = self.model.evaluate(self.data, verbose=0, return_dict=True)
+        if logs is not None:
+            logs.update({f"{self.prefix}{name}": value for name, value in results.items()})

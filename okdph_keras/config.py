@@ -43,7 +43,12 @@ class Config:
         fusion_gamma, fusion_every, fusion_unit: `Fusion` options.
         noise_mean, noise_std: Gaussian noise added after normalisation, to
             training and test images (0 std: none).
-        data_fraction: fraction of each class kept for training (1: all).
+        validation_fraction: fraction of each class of the training split held
+            out for validation, which chooses the exported student (0: none;
+            then student 0 is exported). The paper trains on the whole split:
+            pass 0 to reproduce its setting exactly.
+        data_fraction: fraction of each class kept for training (1: all), of
+            what remains after the validation split.
         seed: seeds initialisation, shuffling, augmentation and coefficients.
         smoke: a seconds-long run on a tiny slice, for trying a recipe out.
         output_dir: where run directories go.
@@ -75,6 +80,7 @@ class Config:
     fusion_unit: str = "epoch"
     noise_mean: float = 0.0
     noise_std: float = 0.0
+    validation_fraction: float = 0.1
     data_fraction: float = 1.0
     seed: int = 42
     smoke: bool = False
@@ -210,6 +216,8 @@ def validate(config):
             fail(name, f"it must be a number in [{low}, {high}]")
     if not 0.0 < config.data_fraction <= 1.0:
         fail("data_fraction", "it must be in (0, 1]")
+    if not 0.0 <= config.validation_fraction < 1.0:
+        fail("validation_fraction", "it must be in [0, 1)")
     if any(not 0.0 < f < 1.0 for f in config.lr_decay_epochs):
         fail("lr_decay_epochs", "each must be a fraction of the epochs in (0, 1)")
     if config.hybrid not in ("mean", "dirichlet"):

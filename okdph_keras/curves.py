@@ -11,34 +11,41 @@ def network_names(history):
     """Networks with a test accuracy in `history`: student_0.., hwm, ensemble."""
     suffix = "_accuracy"
     return sorted(
-        key[len("val_"): -len(suffix)]
+        key[len("test_"): -len(suffix)]
         for key in history
-        if key.startswith("val_") and key.endswith(suffix)
+        if key.startswith("test_") and key.endswith(suffix)
     )
 
 
 def plot_curves(history, path, title=""):
-    """Writes a PNG: test accuracy and test cross-entropy of every network per epoch.
+    """Writes a PNG: accuracy and cross-entropy of every network per epoch.
+
+    Test figures are solid lines; validation figures, when the run has a
+    validation split, are dashed lines of the same colour.
 
     Args:
-        history: `{metric: [per-epoch values]}` as recorded by `fit` with
-            validation on the test set (`val_student_0_accuracy`, ...).
+        history: `{metric: [per-epoch values]}` as a run records it
+            (`test_student_0_accuracy`, `val_student_0_accuracy`, ...).
         path: the PNG file to write.
         title: a title for the figure.
     """
-    names = network_names(history)
     figure, (accuracy_axis, loss_axis) = plt.subplots(1, 2, figsize=(11, 4))
-    for name in names:
-        accuracy = history[f"val_{name}_accuracy"]
-        epochs = range(1, len(accuracy) + 1)
-        accuracy_axis.plot(epochs, accuracy, label=name)
-        loss_axis.plot(epochs, history[f"val_{name}_ce"], label=name)
-    accuracy_axis.set(xlabel="epoch", ylabel="test accuracy", title="accuracy")
-    loss_axis.set(xlabel="epoch", ylabel="test cross-entropy", title="loss")
+    for index, name in enumerate(network_names(history)):
+        colour = f"C{index % 10}"
+        for split, style in (("test", "-"), ("val", "--")):
+            if f"{split}_{name}_accuracy" not in history:
+                continue
+            accuracy = history[f"{split}_{name}_accuracy"]
+            epochs = range(1, len(accuracy) + 1)
+            label = f"{name} ({'test' if split == 'test' else 'validation'})"
+            accuracy_axis.plot(epochs, accuracy, style, color=colour, label=label)
+            loss_axis.plot(epochs, history[f"{split}_{name}_ce"], style, color=colour, label=label)
+    accuracy_axis.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    loss_axis.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     for axis in (accuracy_axis, loss_axis):
         axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
-        axis.legend(fontsize="small")
+        axis.legend(fontsize="x-small")
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=100)

@@ -9,11 +9,10 @@ The source is a run directory (`config.json`, `state.json` and the checkpoint it
 optionally `results.json`), or a `.keras` file holding an `OKDPH` model or one student.
 One student is exported, never the multi-student model: the one chosen by `student=`, or
 else the one with the best accuracy on a selection set. For a run directory the selection
-set is a seeded, class-balanced sample of up to 1,000 images of the run's *training* split
-(recipes keep no validation split, and the test split is kept for the figures below).
-The students have trained on those images, so this picks the student that fits the
-training data best, not the one that generalises best; pass `selection_data=` for a real
-held-out split.
+set is the run's validation split (held out of its training split, see
+`Config.validation_fraction`; a seeded, class-balanced sample of up to 1,000 of its
+images); a run without one exports student 0 unless `student=` or `selection_data=` says
+otherwise. The test split is never used to choose: it is kept for the figures below.
 
 The export directory holds
 
@@ -96,7 +95,7 @@ class _Origin:
     _sources: tuple | None = None
 
     def sources(self, needed_for):
-        """The run's (training, test) `Source`s, loaded once."""
+        """The run's `train.RunSources` (training, validation, test), loaded once."""
         if self._sources is None:
             from okdph_keras import train  # noqa: PLC0415 (heavy; only for run directories)
 
@@ -553,7 +552,8 @@ def export_student(
             (test-time transform). Default for a run: its test split. Required for a
             `.keras` file.
         selection_data: data that picks the student (as `held_out`; a `Source` is sampled
-            to 1,000 images). Default for a run: a sample of its training split.
+            to 1,000 images). Default for a run: its validation split; without one,
+            student 0 is exported.
         class_names: one name per class; default: the run's, else "0", "1", ...
         normalization: a name of `NORMALIZATION` or `(mean, std)` per channel, for images
             scaled to [0, 1]; default: the run's (required for a `.keras` file).
@@ -594,34 +594,37 @@ def export_student(
 
     seed = origin.config.seed if origin.config else 0
     if class_names is None and origin.kind == "run":
-        class_names = origin.sources("class names")[0].class_names
+        class_names = origin.sources("class names").train.class_names
     class_names = tuple(str(n) for n in (class_names or range(settings.num_classes)))
     if len(class_names) != settings.num_classes:
         raise ValueError(
             f"{len(class_names)} class names for a student with {settings.num_classes} outputs."
         )
 
-    selection, run_label = None, None
-    if student is None and len(origin.students) > 1:
-        if selection_data is None and origin.kind == "run":
-            selection_data = origin.sources("choosing the student")[0]
-            run_label = f"the run's training split ({selection_data.origin})"
-        if selection_data is not None:
-            selection = _images(
-                selection_data, settings, "selection_data", True, SELECTION_EXAMPLES, seed, run_label
-            )
-    index, selection_info = _choose_student(origin, student, selection, settings)
-    if run_label:
-        selection_info["note"] = (
-            "recipes keep no validation split, so the student is picked on training images, "
-            "which the students have trained on; pass selection_data for a held-out split"
+    selection, run_label, no_validation = None, None, False
+    if student is None and len(origin.students) > 1 and selection_data is None and origin.kind == "run":
+        selection_data = origin.sources("choosing the student").validation
+        no_validation = selection_data is None
+        if no_validation:
+            student = 0
+        else:
+            run_label = f"the run's validation split ({selection_data.origin})"
+    if student is None and selection_data is not None:
+        selection = _images(
+            selection_data, settings, "selection_data", True, SELECTION_EXAMPLES, seed, run_label
         )
+    index, selection_info = _choose_student(origin, student, selection, settings)
+    if no_validation:
+        selection_info = {
+            "by": "none: the run keeps no validation split (validation_fraction=0), so student 0 "
+            "is exported; pass student= or selection_data= to choose"
+        }
     model = origin.students[index]
 
     representative, run_label = None, None
     if "int8" in variants:
         if representative_data is None and origin.kind == "run":
-            representative_data = origin.sources("int8 calibration")[0]
+            representative_data = origin.sources("int8 calibration").train
             run_label = f"the run's training split ({representative_data.origin})"
         if representative_data is None:
             raise ValueError(
@@ -634,7 +637,7 @@ def export_student(
         )
     run_label = None
     if held_out is None and origin.kind == "run":
-        held_out = origin.sources("verification")[1]
+        held_out = origin.sources("verification").test
         run_label = f"the run's test split ({held_out.origin})"
     if held_out is None:
         raise ValueError(
@@ -682,9 +685,9 @@ def _source_info(origin, index, source):
         if origin.results:
             info["test_accuracy"] = origin.results["final_test_accuracy"][f"student_{index}"]
             info["test_accuracy_from"] = "results.json: final-epoch test accuracy of this student"
-            info["best_student_by_test_accuracy"] = origin.results.get("best_student")
+            info["run_best_student"] = origin.results.get("best_student")
         else:
-            history = origin.state["history"].get(f"val_student_{index}_accuracy")
+            history = origin.state["history"].get(f"test_student_{index}_accuracy")
             if history:
                 info["test_accuracy"] = history[-1]
                 info["test_accuracy_from"] = (

@@ -5,13 +5,15 @@ every recipe calls `run(config)`. A run directory holds:
 
     config.json     the resolved configuration
     state.json      epochs done, the last checkpoint, the history so far
-    history.csv     per-epoch metrics (train, and `val_*` = test set)
+    history.csv     per-epoch metrics: training, `val_*` (the validation split,
+                    held out of the training split) and `test_*` (the test split)
     checkpoints/    the last complete epoch's model (optimizer included)
     tensorboard/    TensorBoard logs
     results.json    final-epoch test accuracy of every network, when finished
-    curves.png      test accuracy and loss of every network per epoch
+    curves.png      test (and validation) accuracy and loss of every network
 
-and the best student goes to `<saved_models_dir>/<run_name>/student.keras`.
+and the best student by final-epoch validation accuracy goes to
+`<saved_models_dir>/<run_name>/student.keras`.
 Running the same config again resumes after the last complete epoch, or
 reports that the run has finished.
 """
@@ -20,19 +22,28 @@ import dataclasses
 import math
 import os
 import time
+from typing import NamedTuple
 
 import keras
 import tensorflow as tf
 
 from okdph_keras import checkpointing, curves
-from okdph_keras.callbacks import Fusion
+from okdph_keras.callbacks import EvaluateEachEpoch, Fusion
 from okdph_keras.config import Config, validate
 from okdph_keras.data import sources, views as views_lib
 from okdph_keras.data.pipeline import eval_dataset, multi_view_dataset
 from okdph_keras.model import OKDPH
 from okdph_keras.models import get_model
 
-SMOKE_EXAMPLES = {"train": 64, "test": 32}
+SMOKE_EXAMPLES = {"train": 64, "validation": 32, "test": 32}
+
+
+class RunSources(NamedTuple):
+    """A run's data: training, validation (None without a held-out split) and test."""
+
+    train: sources.Source
+    validation: sources.Source | None
+    test: sources.Source
 
 
 def run(config, strategy=None):
@@ -55,19 +66,19 @@ def run(config, strategy=None):
         return checkpointing.load_json(results_path)
 
     keras.utils.set_random_seed(config.seed)
-    train_source, test_source = load_sources(config)  # fails early on bad data
+    data = load_sources(config)  # fails early on bad data
     _write_config(run_dir, config)
     state = checkpointing.load_state(run_dir)
     initial_epoch = state["epochs_done"] if state else 0
-    steps_per_epoch = math.ceil(train_source.num_examples / config.batch_size)
-    train_data, test_data = make_datasets(config, train_source, test_source, initial_epoch)
+    steps_per_epoch = math.ceil(data.train.num_examples / config.batch_size)
+    train_data, validation_data, test_data = make_datasets(config, data, initial_epoch)
 
     with strategy.scope():
         if state:
             print(f"Resuming {run_dir} after epoch {initial_epoch} of {config.epochs}.")
             model = keras.saving.load_model(os.path.join(run_dir, state["checkpoint"]))
         else:
-            model = build_model(config, train_source)
+            model = build_model(config, data.train)
             model.compile(optimizer=make_optimizer(config, steps_per_epoch))
 
     start = time.perf_counter()
@@ -77,9 +88,10 @@ def run(config, strategy=None):
             epochs=config.epochs,
             initial_epoch=initial_epoch,
             steps_per_epoch=steps_per_epoch,
-            validation_data=test_data,
+            validation_data=validation_data,
             callbacks=[
                 Fusion(config.fusion_gamma, config.fusion_every, config.fusion_unit),
+                EvaluateEachEpoch(test_data, prefix="test_"),
                 checkpointing.RunCheckpoint(run_dir, state and state["history"]),
                 keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard")),
             ],
@@ -123,21 +135,34 @@ def _write_config(run_dir, config):
 
 
 def load_sources(config):
-    """The training and test `Source`s, sliced for smoke runs and limited data.
+    """The run's `RunSources`: training, validation and test.
 
-    A `data_dir` holding a `train/` folder is read as a class-per-folder tree
-    whatever the dataset's name, so ImageNet's own train/ and val/ folders work.
+    The validation split is `config.validation_fraction` of every class of the
+    training split, held out by a seeded permutation (`sources.split_per_class`);
+    `data_fraction` then limits what remains. A `data_dir` holding a `train/`
+    folder is read as a class-per-folder tree whatever the dataset's name, so
+    ImageNet's own train/ and val/ folders work. Smoke runs take a tiny slice.
     """
     dataset = config.dataset
     if config.data_dir and os.path.isdir(os.path.join(config.data_dir, "train")):
         dataset = "image_folder"
     train = sources.load_source(dataset, "train", data_dir=config.data_dir)
     test = sources.load_source(dataset, "test", data_dir=config.data_dir)
+    validation = None
+    if config.validation_fraction > 0:
+        validation, train = sources.split_per_class(train, config.validation_fraction, seed=config.seed)
+        if train is None:
+            raise ValueError(
+                f"validation_fraction={config.validation_fraction} holds out every training "
+                f"example of {dataset} (each class keeps at least one for validation); "
+                "lower it, or pass 0 to train on the whole training split."
+            )
     if config.data_fraction < 1.0:
         train = sources.limit_per_class(train, config.data_fraction, seed=config.seed)
     if config.smoke:
         train, test = _take(train, SMOKE_EXAMPLES["train"]), _take(test, SMOKE_EXAMPLES["test"])
-    return train, test
+        validation = validation and _take(validation, SMOKE_EXAMPLES["validation"])
+    return RunSources(train, validation, test)
 
 
 def _take(source, count):
@@ -146,15 +171,18 @@ def _take(source, count):
     )
 
 
-def make_datasets(config, train_source, test_source, initial_epoch=0):
-    """(multi-view training dataset from `initial_epoch` on, test dataset)."""
+def make_datasets(config, data, initial_epoch=0):
+    """(multi-view training dataset from `initial_epoch` on, validation, test).
+
+    Validation is None when `data.validation` is.
+    """
     views = [
         views_lib.make_view(name, config.style, config.image_size, seed=config.seed + index)
         for index, name in enumerate(config.views)
     ]
     noise = dict(noise_mean=config.noise_mean, noise_std=config.noise_std)
     train = multi_view_dataset(
-        train_source,
+        data.train,
         views,
         config.batch_size,
         seed=config.seed,
@@ -163,15 +191,18 @@ def make_datasets(config, train_source, test_source, initial_epoch=0):
         initial_epoch=initial_epoch,
         **noise,
     )
-    test = eval_dataset(
-        test_source,
-        config.batch_size,
-        transform=views_lib.eval_transform(config.style, config.image_size),
-        normalization=config.normalization,
-        seed=config.seed,
-        **noise,
-    )
-    return train, test
+
+    def evaluation(source):
+        return source and eval_dataset(
+            source,
+            config.batch_size,
+            transform=views_lib.eval_transform(config.style, config.image_size),
+            normalization=config.normalization,
+            seed=config.seed,
+            **noise,
+        )
+
+    return train, evaluation(data.validation), evaluation(data.test)
 
 
 def build_model(config, train_source):
@@ -202,27 +233,47 @@ def make_optimizer(config, steps_per_epoch):
 def summarize(config, history, seconds):
     """results.json content: final-epoch test accuracy of every network and more.
 
-    The last epoch's `val_*` figures are the final model's: fusion runs before
-    each epoch's validation pass.
+    The best student is the one with the best final-epoch validation accuracy
+    (the first of equals), or student 0 when the run keeps no validation split:
+    the test split never chooses. Fusion runs before each epoch's evaluations,
+    so the last epoch's figures are the final model's.
     """
     names = curves.network_names(history)
-    final_accuracy = {name: history[f"val_{name}_accuracy"][-1] for name in names}
     students = [name for name in names if name.startswith("student_")]
-    best = max(range(len(students)), key=lambda m: final_accuracy[f"student_{m}"])
-    return {
+
+    def final(split, metric="accuracy"):
+        return {name: history[f"{split}_{name}_{metric}"][-1] for name in names}
+
+    test_accuracy = final("test")
+    results = {
         "run_name": config.run_name,
         "epochs": len(history["loss"]),
-        "final_test_accuracy": final_accuracy,
-        "final_test_ce": {name: history[f"val_{name}_ce"][-1] for name in names},
-        "students_mean_final_test_accuracy": sum(final_accuracy[s] for s in students) / len(students),
+        "final_test_accuracy": test_accuracy,
+        "final_test_ce": final("test", "ce"),
+        "students_mean_final_test_accuracy": sum(test_accuracy[s] for s in students) / len(students),
         "best_over_epochs_test_accuracy (not a final figure)": {
-            name: max(history[f"val_{name}_accuracy"]) for name in names
+            name: max(history[f"test_{name}_accuracy"]) for name in names
         },
-        "best_student": best,
-        "best_student_selected_by": "final-epoch test accuracy (there is no validation split)",
-        "exported_student": os.path.join(config.saved_models_dir, config.run_name, "student.keras"),
-        "train_seconds_this_session": seconds,
     }
+    if "val_loss" in history:
+        validation_accuracy = final("val")
+        results["final_validation_accuracy"] = validation_accuracy
+        results["best_student"] = max(
+            range(len(students)), key=lambda m: validation_accuracy[f"student_{m}"]
+        )
+        results["best_student_selected_by"] = (
+            f"final-epoch accuracy on the validation split ({config.validation_fraction:g} of "
+            "each class of the training split, held out)"
+        )
+    else:
+        results["best_student"] = 0
+        results["best_student_selected_by"] = (
+            "none: the run keeps no validation split (validation_fraction=0), so student 0 "
+            "is exported; the test split is never used to choose"
+        )
+    results["exported_student"] = os.path.join(config.saved_models_dir, config.run_name, "student.keras")
+    results["train_seconds_this_session"] = seconds
+    return results
 
 
 def export_student(student, config):

@@ -38,6 +38,11 @@ def define_flags(model, image_size, style, normalization):
     flags.DEFINE_float("noise_std", None, "Std of Gaussian input noise after normalisation (default 0).")
     flags.DEFINE_float("noise_mean", None, "Mean of the Gaussian input noise (default 0).")
     flags.DEFINE_float("data_fraction", None, "Fraction of each class used for training (default 1).")
+    flags.DEFINE_float(
+        "validation_fraction", None,
+        "Fraction of each training class held out to choose the exported student "
+        "(default 0.1; 0 trains on the whole split, as the paper).",
+    )
     flags.DEFINE_integer("seed", None, "Seed (default 42).")
     flags.DEFINE_bool("smoke", False, "A seconds-long run on a tiny slice.")
 
@@ -93,6 +98,7 @@ def config_from_flags(dataset, views_kind, **recipe_defaults):
                 noise_std=FLAGS.noise_std,
                 noise_mean=FLAGS.noise_mean,
                 data_fraction=FLAGS.data_fraction,
+                validation_fraction=FLAGS.validation_fraction,
                 seed=FLAGS.seed,
                 smoke=FLAGS.smoke or None,
             ).items() if v is not None},

@@ -7,6 +7,7 @@ agreement meaningfully.
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -134,9 +135,10 @@ def test_metadata_describes_the_export(exported, run_dir):
     selection = metadata["selection"]
     assert len(selection["accuracies"]) == 2
     assert source["student"] == int(np.argmax(selection["accuracies"]))
-    assert "image folder" in selection["data"] and "train" in selection["data"]
+    assert "validation split" in selection["data"] and "all but" not in selection["data"]
+    assert source["student"] == results["best_student"]
     assert metadata["held_out"]["examples"] == 60
-    assert "120 images" in metadata["representative_data"]
+    assert "108 images" in metadata["representative_data"]  # 120 less 4 per class held out
     assert set(metadata["variants"]) == {"saved_model", "float32", "float16", "dynamic_range", "int8"}
     for name, entry in metadata["variants"].items():
         path = output / entry["path"]
@@ -194,6 +196,16 @@ def test_best_student_of_an_okdph_file_is_picked_on_the_selection_data(run_dir, 
     with pytest.raises(ValueError, match="student= .* or selection_data="):
         export.export_student(path, tmp_path / "out2", variants=["float32"], normalization="cifar10",
                               held_out=(images, labels))
+
+
+def test_a_run_without_validation_split_exports_student_zero(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "validation_fraction": 0.0}))
+    metadata = export.export_student(copy, tmp_path / "out", variants=["float32"])
+    assert metadata["source"]["student"] == 0
+    assert "no validation split" in metadata["selection"]["by"]
 
 
 def test_an_interrupted_export_leaves_nothing_behind(run_dir, exported, tmp_path, monkeypatch):

@@ -66,6 +66,8 @@ def check_run_directory(tmp_path, run_name, num_students, epochs=2):
 
     history = (run_dir / "history.csv").read_text().splitlines()
     assert history[0].startswith("epoch,") and len(history) == epochs + 1
+    columns = history[0].split(",")
+    assert "val_student_0_accuracy" in columns and "test_student_0_accuracy" in columns
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == [f"epoch_{epochs:04d}.keras"]
     assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
     assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -75,6 +77,8 @@ def check_run_directory(tmp_path, run_name, num_students, epochs=2):
     assert set(results["final_test_accuracy"]) == networks
     assert all(0.0 <= v <= 1.0 for v in results["final_test_accuracy"].values())
     assert results["epochs"] == epochs
+    validation = results["final_validation_accuracy"]
+    assert results["best_student"] == max(range(num_students), key=lambda m: validation[f"student_{m}"])
 
     student = tmp_path / "saved" / run_name / "student.keras"
     import keras  # noqa: PLC0415

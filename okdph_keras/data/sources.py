@@ -460,7 +460,30 @@ def limit_per_class(source, fraction, seed):
     Example:
         >>> train_1pct = limit_per_class(load_source("cifar10", "train"), 0.01, seed=0)
     """
-    if not 0 < fraction <= 1:
+    return split_per_class(source, fraction, seed)[0]
+
+
+def split_per_class(source, fraction, seed):
+    """Splits `source` in two, class by class: `ceil(fraction * n_c)` (at least 1) and the rest.
+
+    The first part holds the first `ceil(fraction * n_c)` examples of every class c in
+    a seeded permutation, the second part the others; both keep the source's order.
+    This is how a run holds out its validation split and how the limited-data
+    experiments pick their subset. Labels are read once (TFDS: without decoding
+    images); images are decoded only when a part is read.
+
+    Args:
+        source: a `Source`.
+        fraction: in (0, 1].
+        seed: integer seed of the permutation; the same seed gives the same parts.
+
+    Returns:
+        `(part, rest)`, two `Source`s; `rest` is None when it would be empty.
+
+    Example:
+        >>> validation, train = split_per_class(load_source("cifar10", "train"), 0.1, seed=0)
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1]; got {fraction!r}.")
     parts = source._parts
     if parts is None or parts.dataset is not source.dataset:  # built elsewhere, or replaced
@@ -473,21 +496,30 @@ def limit_per_class(source, fraction, seed):
         members = order[labels[order] == label]
         count = max(1, math.ceil(fraction * len(members) - 1e-9))  # 0.1 * 30 is 3.0000000000000004
         keep[members[:count]] = True
-    if in_memory:
-        encoded = tuple(array[keep] for array in parts.encoded)
+    part = _select(source, parts, keep, f"{fraction:g} of each class (seed {seed})")
+    rest = None
+    if not keep.all():
+        rest = _select(source, parts, ~keep, f"all but {fraction:g} of each class (seed {seed})")
+    return part, rest
+
+
+def _select(source, parts, mask, description):
+    """A `Source` over the examples of `source` where the boolean `mask` is True."""
+    if isinstance(parts.encoded, tuple):
+        encoded = tuple(array[mask] for array in parts.encoded)
     else:  # a stream: filter by position
-        mask = tf.constant(keep)
+        mask_tensor = tf.constant(mask)
         encoded = (
             parts.encoded.enumerate()
-            .filter(lambda index, example: tf.gather(mask, index))
+            .filter(lambda index, example: tf.gather(mask_tensor, index))
             .map(lambda index, example: example)
         )
     return _make_source(
         encoded,
         parts.decode,
-        num_examples=int(keep.sum()),
+        num_examples=int(mask.sum()),
         num_classes=source.num_classes,
         class_names=source.class_names,
         image_shape=source.image_shape,
-        origin=f"{source.origin}, {fraction:g} of each class (seed {seed})",
+        origin=f"{source.origin}, {description}",
     )

@@ -1,0 +1,107 @@
+"""okdph_keras.train: the validation split, and how the exported student is chosen."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from okdph_keras import train
+from okdph_keras.config import Config, validate
+from okdph_keras.data import from_arrays
+
+
+def config_for(tmp_path, **overrides):
+    values = dict(
+        dataset="cifar10", model="small_cnn", views=("hflip", "hflip", "none"), style="cifar",
+        image_size=8, normalization=((0.5,), (0.5,)), run_name="unit", output_dir=str(tmp_path),
+    )
+    return Config(**{**values, **overrides})
+
+
+def examples(source):
+    pairs = [(int(image[0, 0, 0]) + 256 * int(image[0, 1, 0]), int(label)) for image, label in source.dataset]
+    return pairs
+
+
+@pytest.fixture
+def labelled_arrays(monkeypatch):
+    """cifar10 replaced by 230 tagged 8x8 images (their index is in two pixels): class c has 10 + 20c."""
+    counts = [10, 30, 50, 70, 70]
+    labels = np.repeat(np.arange(5), counts)
+    np.random.default_rng(0).shuffle(labels)
+    index = np.arange(len(labels))
+    images = np.zeros((len(labels), 8, 8, 1), np.uint8)
+    images[:, 0, 0, 0], images[:, 0, 1, 0] = index % 256, index // 256
+    splits = {"train": from_arrays(images, labels), "test": from_arrays(images[:20], labels[:20])}
+    monkeypatch.setattr(train.sources, "load_source", lambda dataset, split, data_dir=None: splits[split])
+    return labels, counts
+
+
+def test_validation_split_is_held_out_per_class_and_seeded(tmp_path, labelled_arrays):
+    labels, counts = labelled_arrays
+    data = train.load_sources(config_for(tmp_path, validation_fraction=0.1, seed=3))
+    held, kept = examples(data.validation), examples(data.train)
+    held_indices, kept_indices = {i for i, _ in held}, {i for i, _ in kept}
+    assert not held_indices & kept_indices
+    assert held_indices | kept_indices == set(range(len(labels)))
+    assert np.bincount([label for _, label in held], minlength=5).tolist() == [1, 3, 5, 7, 7]
+    assert all(labels[i] == label for i, label in held + kept)
+    assert [i for i, _ in kept] == sorted(kept_indices)  # the source's order is kept
+
+    again = train.load_sources(config_for(tmp_path, validation_fraction=0.1, seed=3))
+    assert examples(again.validation) == held
+    other = train.load_sources(config_for(tmp_path, validation_fraction=0.1, seed=4))
+    assert {i for i, _ in examples(other.validation)} != held_indices
+
+
+def test_limited_data_comes_from_what_validation_leaves(tmp_path, labelled_arrays):
+    data = train.load_sources(config_for(tmp_path, validation_fraction=0.1, data_fraction=0.5, seed=0))
+    held = {i for i, _ in examples(data.validation)}
+    kept = examples(data.train)
+    assert not held & {i for i, _ in kept}
+    # ceil(0.5 * (n_c - ceil(0.1 n_c))) for n_c = 10, 30, 50, 70, 70
+    assert np.bincount([label for _, label in kept], minlength=5).tolist() == [5, 14, 23, 32, 32]
+
+
+def test_no_validation_split_when_the_fraction_is_zero(tmp_path, labelled_arrays):
+    data = train.load_sources(config_for(tmp_path, validation_fraction=0.0))
+    assert data.validation is None and data.train.num_examples == 230
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0, 1.5])
+def test_validation_fraction_out_of_range_is_refused(tmp_path, fraction):
+    with pytest.raises(ValueError, match=r"validation_fraction=.* it must be in \[0, 1\)"):
+        validate(config_for(tmp_path, validation_fraction=fraction))
+
+
+def history(validation, test):
+    """Two epochs of history for 2 students: the final figures are the arguments."""
+    values = {"loss": [1.0, 0.5]}
+    for split, accuracies in (("val", validation), ("test", test)):
+        if accuracies is None:
+            continue
+        values[f"{split}_loss"] = [1.0, 0.5]
+        for name, accuracy in zip(("student_0", "student_1", "hwm", "ensemble"), accuracies):
+            values[f"{split}_{name}_accuracy"] = [0.1, accuracy]
+            values[f"{split}_{name}_ce"] = [2.0, 1.0 - accuracy]
+    return values
+
+
+def test_best_student_is_chosen_on_validation_never_on_test(tmp_path):
+    config = config_for(tmp_path)
+    results = train.summarize(config, history(validation=(0.6, 0.5, 0.6, 0.6), test=(0.7, 0.9, 0.8, 0.8)), 1.0)
+    assert results["best_student"] == 0
+    assert results["final_test_accuracy"]["student_1"] == 0.9
+    assert results["final_validation_accuracy"]["student_0"] == 0.6
+    assert results["students_mean_final_test_accuracy"] == pytest.approx(0.8)
+    assert "validation split" in results["best_student_selected_by"]
+
+    flipped = train.summarize(config, history(validation=(0.5, 0.6, 0.6, 0.6), test=(0.9, 0.7, 0.8, 0.8)), 1.0)
+    assert flipped["best_student"] == 1
+
+
+def test_without_validation_student_zero_is_exported(tmp_path):
+    config = dataclasses.replace(config_for(tmp_path), validation_fraction=0.0)
+    results = train.summarize(config, history(validation=None, test=(0.7, 0.9, 0.8, 0.8)), 1.0)
+    assert results["best_student"] == 0 and "final_validation_accuracy" not in results
+    assert "no validation split" in results["best_student_selected_by"]
