@@ -98,20 +98,24 @@ class EvaluateEachEpoch(keras.callbacks.Callback):
     Args:
         data: a dataset `evaluate()` accepts.
         prefix: prepended to every metric name, e.g. `"test_"`.
+        evaluate: `evaluate(model, data) -> {name: value}`; default
+            `model.evaluate(data, return_dict=True)`. Pass
+            `okdph_keras.loop.evaluate` where Keras cannot evaluate (multi-worker).
 
     Example:
         >>> model.fit(train, validation_data=validation, epochs=10,
         ...           callbacks=[Fusion(), EvaluateEachEpoch(test, "test_")])
     """
 
-    def __init__(self, data, prefix="test_"):
+    def __init__(self, data, prefix="test_", evaluate=None):
         super().__init__()
         if not prefix or prefix == "val_":
             raise ValueError(f"prefix={prefix!r} is not allowed: use a non-empty prefix other than 'val_'.")
         self.data = data
         self.prefix = prefix
+        self.evaluate = evaluate or (lambda model, data: model.evaluate(data, verbose=0, return_dict=True))
 
     def on_epoch_end(self, epoch, logs=None):
-        results = self.model.evaluate(self.data, verbose=0, return_dict=True)
+        results = self.evaluate(self.model, self.data)
         if logs is not None:
             logs.update({f"{self.prefix}{name}": value for name, value in results.items()})

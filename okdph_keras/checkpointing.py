@@ -10,6 +10,7 @@ leaves the previous state intact.
 import csv
 import io
 import json
+import math
 import os
 import tempfile
 
@@ -85,20 +86,25 @@ class RunCheckpoint(keras.callbacks.Callback):
         run_dir: the run directory.
         history: the history of the epochs done before this `fit`, when
             resuming; new epochs are appended to it.
+        write: False on workers other than the chief: they keep the history
+            but write nothing.
 
     Example:
         >>> state = load_state(run_dir)
         >>> model.fit(..., callbacks=[RunCheckpoint(run_dir, state and state["history"])])
     """
 
-    def __init__(self, run_dir, history=None):
+    def __init__(self, run_dir, history=None, write=True):
         super().__init__()
         self.run_dir = run_dir
         self.history = {name: list(values) for name, values in (history or {}).items()}
+        self.write = write
 
     def on_epoch_end(self, epoch, logs=None):
         for name, value in (logs or {}).items():
             self.history.setdefault(name, []).append(float(value))
+        if not self.write:
+            return
         relative = os.path.join(CHECKPOINT_DIR, f"epoch_{epoch + 1:04d}.keras")
         write_atomically(os.path.join(self.run_dir, relative), self.model.save)
         previous = load_state(self.run_dir)
@@ -111,3 +117,39 @@ class RunCheckpoint(keras.callbacks.Callback):
             stale = os.path.join(self.run_dir, previous["checkpoint"])
             if os.path.exists(stale):
                 os.remove(stale)
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first NaN or infinite loss, naming the last good checkpoint.
+
+    The run's last checkpoint is untouched: epochs are saved only when they end,
+    so it predates the bad step.
+
+    Args:
+        run_dir: the run directory, whose `state.json` names the last checkpoint.
+
+    Raises:
+        FloatingPointError: from `on_train_batch_end`, with the step (the
+            optimizer's, counted from the run's start) and the checkpoint.
+    """
+
+    def __init__(self, run_dir):
+        super().__init__()
+        self.run_dir = run_dir
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or math.isfinite(float(loss)):
+            return
+        state = load_state(self.run_dir)
+        last = (
+            f"the last good checkpoint is {os.path.join(self.run_dir, state['checkpoint'])} "
+            f"(after epoch {state['epochs_done']}); running the same command again resumes from it"
+            if state
+            else "no epoch had finished, so there is no checkpoint"
+        )
+        raise FloatingPointError(
+            f"The training loss became {float(loss)} at step {int(self.model.optimizer.iterations)} "
+            f"(batch {batch} of the epoch); training stopped and {last}. Lower the learning rate "
+            "or check the data for bad values."
+        )

@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import numbers
 
 # (dataset, model) -> (omega, beta, fusion gamma, fusion interval, fusion unit),
 # the reference code's table (METHOD.md).
@@ -41,6 +42,8 @@ class Config:
         weight_decay: coupled L2 (torch `SGD(weight_decay=...)`).
         omega, beta, temperature, hybrid, hwm_gradient: `OKDPH` options.
         fusion_gamma, fusion_every, fusion_unit: `Fusion` options.
+        sync_bn: BatchNormalization with global batch statistics across
+            replicas and workers (`distribute.with_synchronized_batchnorm`).
         noise_mean, noise_std: Gaussian noise added after normalisation, to
             training and test images (0 std: none).
         validation_fraction: fraction of each class of the training split held
@@ -78,6 +81,7 @@ class Config:
     fusion_gamma: float = 0.5
     fusion_every: int = 1
     fusion_unit: str = "epoch"
+    sync_bn: bool = False
     noise_mean: float = 0.0
     noise_std: float = 0.0
     validation_fraction: float = 0.1
@@ -182,6 +186,7 @@ def reference_config(dataset, model, views, style, image_size, normalization, **
 def validate(config):
     """Raises `ValueError` naming the first bad field of `config` and what is allowed."""
     from okdph_keras.data import views as views_lib  # noqa: PLC0415 (data imports config-free)
+    from okdph_keras.hybrid import HYBRID_MODES  # noqa: PLC0415
     from okdph_keras.models import MODELS  # noqa: PLC0415
 
     def fail(name, allowed):
@@ -208,25 +213,46 @@ def validate(config):
         ("noise_std", 0.0, math.inf),
         ("omega", 0.0, 1.0),
         ("beta", 0.0, math.inf),
-        ("temperature", 1e-12, math.inf),
         ("fusion_gamma", 0.0, 1.0),
     ):
-        value = getattr(config, name)
-        if not isinstance(value, (int, float)) or not low <= value <= high:
-            fail(name, f"it must be a number in [{low}, {high}]")
-    if not 0.0 < config.data_fraction <= 1.0:
+        if not _is_number(getattr(config, name)) or not low <= getattr(config, name) <= high:
+            fail(name, f"it must be a number in [{low}, {high}{')' if high == math.inf else ']'}")
+    if not _is_number(config.temperature) or not 0.0 < config.temperature < math.inf:
+        fail("temperature", "it must be a number > 0")
+    if not _is_number(config.noise_mean) or not math.isfinite(config.noise_mean):
+        fail("noise_mean", "it must be a finite number")
+    if not _is_number(config.data_fraction) or not 0.0 < config.data_fraction <= 1.0:
         fail("data_fraction", "it must be in (0, 1]")
-    if not 0.0 <= config.validation_fraction < 1.0:
+    if not _is_number(config.validation_fraction) or not 0.0 <= config.validation_fraction < 1.0:
         fail("validation_fraction", "it must be in [0, 1)")
-    if any(not 0.0 < f < 1.0 for f in config.lr_decay_epochs):
-        fail("lr_decay_epochs", "each must be a fraction of the epochs in (0, 1)")
-    if config.hybrid not in ("mean", "dirichlet"):
-        fail("hybrid", "expected 'mean' or 'dirichlet'")
-    if not isinstance(config.hwm_gradient, bool):
-        fail("hwm_gradient", "expected True or False")
+    allowed = "each must be a fraction of the epochs in (0, 1)"
+    if not isinstance(config.lr_decay_epochs, (tuple, list)):
+        fail("lr_decay_epochs", f"give a tuple of fractions; {allowed}")
+    for fraction in config.lr_decay_epochs:
+        if not _is_number(fraction) or not 0.0 < fraction < 1.0:
+            fail("lr_decay_epochs", f"{allowed}; {fraction!r} is not")
+    if config.hybrid not in HYBRID_MODES:
+        fail("hybrid", f"expected one of {HYBRID_MODES}")
+    for name in ("hwm_gradient", "sync_bn", "smoke"):
+        if not isinstance(getattr(config, name), bool):
+            fail(name, "expected True or False")
     if config.fusion_unit not in ("epoch", "batch"):
         fail("fusion_unit", "expected 'epoch' or 'batch'")
-    if len(config.normalization) != 2 or len(config.normalization[0]) != len(config.normalization[1]):
+    normalization = config.normalization
+    if (
+        not isinstance(normalization, (tuple, list))
+        or len(normalization) != 2
+        or not all(isinstance(values, (tuple, list)) and values for values in normalization)
+        or len(normalization[0]) != len(normalization[1])
+        or not all(_is_number(v) and math.isfinite(v) for values in normalization for v in values)
+    ):
         fail("normalization", "expected (mean, std) with one value per channel each")
-    if not config.run_name or "/" in config.run_name or config.run_name.startswith("."):
+    if not all(v > 0 for v in normalization[1]):
+        fail("normalization", "every std must be > 0")
+    run_name = config.run_name
+    if not isinstance(run_name, str) or not run_name or "/" in run_name or run_name.startswith("."):
         fail("run_name", "it must be a plain directory name")
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)

@@ -10,7 +10,7 @@ import keras
 import tensorflow as tf
 
 from okdph_keras import hybrid as hybrid_lib
-from okdph_keras import losses, step
+from okdph_keras import distribute, losses, step
 
 
 @keras.saving.register_keras_serializable(package="okdph_keras")
@@ -281,12 +281,16 @@ class OKDPH(keras.Model):
                     f"OKDPH with {self.num_students} students takes {num_views} views "
                     f"(one per student, then the HWM); got {len(x)}."
                 )
-            return list(x), False
+            views = list(x)
+            for index, view in enumerate(views):
+                _check_view(self.students[0], index, tf.TensorShape(getattr(view, "shape", None)))
+            return views, False
         if isinstance(x, dict):
             raise ValueError("OKDPH takes an image tensor or a tuple of views, not a dict.")
         x = tf.convert_to_tensor(x)
         rank = x.shape.rank
         if rank == self._image_rank:
+            _check_view(self.students[0], 0, x.shape)
             return [x] * num_views, True
         if rank == self._image_rank + 1:
             if x.shape[1] is not None and x.shape[1] != num_views:
@@ -294,6 +298,7 @@ class OKDPH(keras.Model):
                     f"OKDPH with {self.num_students} students takes {num_views} views "
                     f"on axis 1 of a [B, M+1, ...] tensor; got shape {x.shape}."
                 )
+            _check_view(self.students[0], 0, x.shape[:1] + x.shape[2:])
             return tf.unstack(x, num=num_views, axis=1), False
         raise ValueError(
             f"OKDPH expected images of rank {self._image_rank} (one batch shared by "
@@ -302,15 +307,46 @@ class OKDPH(keras.Model):
         )
 
     def _check_labels(self, labels):
+        """Integer class indices `[B]`, checked in the graph to lie in `[0, num_classes)`.
+
+        The range check is a `tf.debugging.Assert` that the labels (hence the
+        losses and the update) depend on, so a bad batch stops the step before
+        any variable changes, in `tf.function` and under any strategy. XLA
+        (`jit_compile=True`) drops Assert ops: there, it checks nothing.
+        """
         labels = tf.convert_to_tensor(labels)
         if labels.shape.rank == 2 and labels.shape[-1] == 1:
             labels = tf.squeeze(labels, axis=-1)
         if labels.shape.rank != 1:
             raise ValueError(
                 "OKDPH takes integer class indices of shape [B]; got labels of "
-                f"shape {labels.shape} (one-hot labels are not supported)."
+                f"shape {labels.shape} (one-hot labels are not supported: pass their "
+                "argmax over the last axis)."
             )
-        return tf.cast(labels, tf.int32)
+        if labels.dtype.is_bool:
+            labels = tf.cast(labels, tf.int32)
+        if not (labels.dtype.is_integer or labels.dtype.is_floating):
+            raise ValueError(
+                f"OKDPH takes integer class indices as labels; got labels of dtype {labels.dtype.name}."
+            )
+        num_classes = _output_width(self.students[0])
+        if num_classes is None:  # unknown until called: the loss checks what it can
+            return tf.cast(labels, tf.int32)
+        # Compared before the cast, so that neither -0.5 nor 2**32 + 1 passes as a class.
+        outside = tf.logical_or(labels < 0, labels >= num_classes)
+        first = tf.argmax(tf.cast(outside, tf.int32), output_type=tf.int32)
+        check = tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(outside)),
+            [
+                f"OKDPH: labels must be class indices in [0, {num_classes}) (the students "
+                f"output {num_classes} logits); got label",
+                tf.gather(labels, first),
+                "at batch position",
+                first,
+            ],
+        )
+        with tf.control_dependencies([check]):
+            return tf.cast(tf.identity(labels), tf.int32)
 
     # --------------------------------------------------------------- the HWM
     @property
@@ -338,7 +374,10 @@ class OKDPH(keras.Model):
         state and the optimizer's state are left as they are. theta_h is the
         HWM with the current `coefficients`, computed once before any student
         changes. Called from the cross-replica context (a callback, or between
-        steps of a custom loop), it keeps every replica identical.
+        steps of a custom loop). Under a strategy with several replicas the
+        students' BatchNorm statistics, which Keras keeps per replica, are
+        first averaged over every replica and worker, so all of them leave
+        with identical weights.
 
         Args:
             gamma: fusion ratio in [0, 1]; 1 copies the HWM into every student.
@@ -349,6 +388,11 @@ class OKDPH(keras.Model):
         self._fuse_function(tf.constant(gamma, tf.float32))
 
     def _fuse(self, gamma):
+        # Replicas (and workers) may hold different BatchNorm statistics.
+        distribute.average_across_replicas(
+            [v for s in self.students for v in s.non_trainable_variables if hybrid_lib.is_interpolable(v)],
+            self.distribute_strategy,
+        )
         coefficients = tf.convert_to_tensor(self.coefficients)
         hwm_values = step.hybrid_values(self.students, coefficients)
         weights = tf.stack([gamma, 1.0 - gamma])
@@ -469,6 +513,39 @@ def _describe(variable):
     if variable is None:
         return "no such variable"
     return f"{variable.path} {tuple(variable.shape)} {variable.dtype}"
+
+
+def _check_view(student, index, shape):
+    """Fails if view `index`, of static `shape`, has another rank or channel count than
+    `student` takes; height and width may differ (fully convolutional students)."""
+    expected = _input_shape(student)
+    if expected is None or shape.rank is None:
+        return
+    channels = shape[-1] if shape.rank else None
+    if shape.rank != len(expected) or (
+        channels is not None and expected[-1] is not None and channels != expected[-1]
+    ):
+        raise ValueError(
+            f"OKDPH's students take images of shape {tuple(expected[1:])} ([B, H, W, C], "
+            f"{expected[-1]} channel(s)); view {index} has shape {tuple(shape)}."
+        )
+
+
+def _input_shape(model):
+    """The shape (batch included) of the images a student takes; None when unknown."""
+    try:
+        return tuple(model.inputs[0].shape)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+
+
+def _output_width(model):
+    """The number of logits a student outputs; None when unknown (not functional)."""
+    try:
+        width = model.outputs[0].shape[-1]
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+    return None if width is None else int(width)
 
 
 def _input_rank(model):

@@ -19,6 +19,7 @@ reports that the run has finished.
 """
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -27,7 +28,7 @@ from typing import NamedTuple
 import keras
 import tensorflow as tf
 
-from okdph_keras import checkpointing, curves
+from okdph_keras import checkpointing, curves, distribute, loop
 from okdph_keras.callbacks import EvaluateEachEpoch, Fusion
 from okdph_keras.config import Config, validate
 from okdph_keras.data import sources, views as views_lib
@@ -46,18 +47,32 @@ class RunSources(NamedTuple):
     test: sources.Source
 
 
-def run(config, strategy=None):
+def run(config, strategy=None, *, deterministic=False, callbacks=()):
     """Trains (or resumes, or reports) the run that `config` describes.
+
+    Under MultiWorkerMirroredStrategy every worker calls `run` with the same
+    config; the chief (worker 0) writes the run directory, which every worker
+    must see (a shared file system), and `okdph_keras.loop.fit` trains, since
+    Keras' `fit()` cannot. Other strategies train with `model.fit()`.
 
     Args:
         config: a `Config`.
         strategy: a `tf.distribute.Strategy`; the default strategy if None.
+        deterministic: seed everything and enable TensorFlow's op determinism,
+            so that the same command gives bit-identical weights (on CPU, and
+            on GPU where every op has a deterministic kernel). Slower.
+        callbacks: further `keras.callbacks.Callback`s for the training loop.
 
     Returns:
         The run's results (the content of `results.json`).
+
+    Raises:
+        FloatingPointError: the loss became NaN or infinite; the message names
+            the step and the last good checkpoint, which stays intact.
     """
     validate(config)
     strategy = strategy or tf.distribute.get_strategy()
+    chief = distribute.is_chief(strategy)
     run_dir = os.path.join(config.output_dir, config.run_name)
     results_path = os.path.join(run_dir, "results.json")
     _check_run_dir(run_dir, config)
@@ -66,8 +81,11 @@ def run(config, strategy=None):
         return checkpointing.load_json(results_path)
 
     keras.utils.set_random_seed(config.seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
     data = load_sources(config)  # fails early on bad data
-    _write_config(run_dir, config)
+    if chief:
+        _write_config(run_dir, config)
     state = checkpointing.load_state(run_dir)
     initial_epoch = state["epochs_done"] if state else 0
     steps_per_epoch = math.ceil(data.train.num_examples / config.batch_size)
@@ -81,31 +99,37 @@ def run(config, strategy=None):
             model = build_model(config, data.train)
             model.compile(optimizer=make_optimizer(config, steps_per_epoch))
 
+    multi_worker = distribute.is_multi_worker(strategy)
+    checkpoint = checkpointing.RunCheckpoint(run_dir, state and state["history"], write=chief)
     start = time.perf_counter()
     if initial_epoch < config.epochs:
-        model.fit(
+        fit = functools.partial(loop.fit, model) if multi_worker else model.fit
+        fit(
             train_data,
             epochs=config.epochs,
             initial_epoch=initial_epoch,
             steps_per_epoch=steps_per_epoch,
             validation_data=validation_data,
             callbacks=[
+                checkpointing.StopOnNonFiniteLoss(run_dir),
                 Fusion(config.fusion_gamma, config.fusion_every, config.fusion_unit),
-                EvaluateEachEpoch(test_data, prefix="test_"),
-                checkpointing.RunCheckpoint(run_dir, state and state["history"]),
-                keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard")),
+                EvaluateEachEpoch(test_data, prefix="test_", evaluate=loop.evaluate if multi_worker else None),
+                checkpoint,
+                *([keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"))] if chief else []),
+                *callbacks,
             ],
-            shuffle=False,  # the dataset shuffles itself, seeded per epoch
+            **({} if multi_worker else {"shuffle": False}),  # the dataset shuffles itself
             verbose=2,
         )
-    history = checkpointing.load_state(run_dir)["history"]
+    history = checkpoint.history
     results = summarize(config, history, time.perf_counter() - start)
-    export_student(model.students[results["best_student"]], config)
-    checkpointing.write_atomically(
-        os.path.join(run_dir, "curves.png"),
-        lambda path: curves.plot_curves(history, path, title=config.run_name),
-    )
-    checkpointing.write_json_atomically(results_path, results)
+    if chief:
+        export_student(model.students[results["best_student"]], config)
+        checkpointing.write_atomically(
+            os.path.join(run_dir, "curves.png"),
+            lambda path: curves.plot_curves(history, path, title=config.run_name),
+        )
+        checkpointing.write_json_atomically(results_path, results)
     print(format_results(results))
     return results
 
@@ -209,8 +233,13 @@ def build_model(config, train_source):
     """An `OKDPH` of `config.num_students` students of `config.model`."""
     channels = train_source.image_shape[-1] if train_source.image_shape else 3
     input_shape = (config.image_size, config.image_size, channels)
+
+    def student():
+        model = get_model(config.model, train_source.num_classes, input_shape)
+        return distribute.with_synchronized_batchnorm(model) if config.sync_bn else model
+
     return OKDPH(
-        lambda: get_model(config.model, train_source.num_classes, input_shape),
+        student,
         num_students=config.num_students,
         omega=config.omega,
         beta=config.beta,

@@ -3,7 +3,7 @@
 from absl import app, flags, logging
 
 from okdph_keras import config as config_lib
-from okdph_keras import train
+from okdph_keras import distribute, train
 from okdph_keras.data.views import NORMALIZATION
 
 FLAGS = flags.FLAGS
@@ -45,6 +45,14 @@ def define_flags(model, image_size, style, normalization):
     )
     flags.DEFINE_integer("seed", None, "Seed (default 42).")
     flags.DEFINE_bool("smoke", False, "A seconds-long run on a tiny slice.")
+    flags.DEFINE_enum(
+        "strategy", "auto", list(distribute.STRATEGIES),
+        "tf.distribute strategy. auto: multiworker when TF_CONFIG names a cluster, mirrored "
+        "with more than one GPU, else default.",
+    )
+    flags.DEFINE_integer("cpu_replicas", 1, "Without GPUs, split the CPU into this many replicas (to try distribution).")
+    flags.DEFINE_bool("sync_bn", None, "Synchronise BatchNorm statistics across replicas and workers (default False).")
+    flags.DEFINE_bool("deterministic", False, "Seeded op determinism: the same command gives bit-identical weights.")
 
 
 def config_from_flags(dataset, views_kind, **recipe_defaults):
@@ -95,6 +103,7 @@ def config_from_flags(dataset, views_kind, **recipe_defaults):
                 fusion_unit=FLAGS.fusion_unit,
                 hybrid=FLAGS.hybrid,
                 hwm_gradient=FLAGS.hwm_gradient,
+                sync_bn=FLAGS.sync_bn,
                 noise_std=FLAGS.noise_std,
                 noise_mean=FLAGS.noise_mean,
                 data_fraction=FLAGS.data_fraction,
@@ -115,9 +124,11 @@ def main(dataset, views_kind, model, image_size, style, normalization, **recipe_
             raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
         logging.set_verbosity(logging.WARNING)  # TFDS logs every file it opens
         try:
+            strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.cpu_replicas)  # before any op
             config = config_from_flags(dataset, views_kind, **recipe_defaults)
         except ValueError as error:
             raise app.UsageError(str(error)) from error
-        train.run(config)
+        print(f"Strategy: {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s).")
+        train.run(config, strategy, deterministic=FLAGS.deterministic)
 
     app.run(run)

@@ -52,15 +52,18 @@ def make_data():
     return np.ascontiguousarray(views), labels
 
 
-def train(strategy, batch_norm):
+def train(strategy, batch_norm, sync_bn=False):
     """Builds, compiles and fits an OKDPH model for one epoch in `strategy`."""
     keras.utils.set_random_seed(SEED)
     views, labels = make_data()
+
+    def student():
+        model = okdph_keras.models.small_cnn((8, 8, 1), 10, width=4, batch_norm=batch_norm)
+        return okdph_keras.distribute.with_synchronized_batchnorm(model) if sync_bn else model
+
     with strategy.scope():
         model = okdph_keras.OKDPH(
-            lambda: okdph_keras.models.small_cnn(
-                (8, 8, 1), 10, width=4, batch_norm=batch_norm
-            ),
+            student,
             num_students=2,
             hybrid="dirichlet",
             weight_decay=5e-4,
@@ -200,6 +203,25 @@ def batchnorm(strategy):
     }
 
 
+def sync_bn(strategy):
+    """Synchronised BatchNorm: replicas agree after an unfused step too."""
+    start = time.time()
+    model, history = train(strategy, batch_norm=True, sync_bn=True)
+    views, labels = make_data()
+    model.fit(views[:BATCH_SIZE], labels[:BATCH_SIZE], batch_size=BATCH_SIZE, epochs=1,
+              shuffle=False, verbose=0)
+    synchronized = [
+        layer.synchronized for s in model.students for layer in s.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    return {
+        "history": history,
+        "synchronized": synchronized,
+        "after_unfused_step": replica_report(model),
+        "seconds": time.time() - start,
+    }
+
+
 def main():
     result = {"num_logical_cpus": len(tf.config.list_logical_devices("CPU"))}
     # One strategy for both sections: a second MirroredStrategy over the same
@@ -207,7 +229,7 @@ def main():
     # all-reduce then fails with "Shape mismatch in the collective instance"
     # (TF 2.21 / Keras 3.15, seen with plain Keras models too).
     strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
-    for name, section in (("equivalence", equivalence), ("batchnorm", batchnorm)):
+    for name, section in (("equivalence", equivalence), ("batchnorm", batchnorm), ("sync_bn", sync_bn)):
         try:
             result[name] = section(strategy)
         except Exception as error:  # reported to the test, which fails on it

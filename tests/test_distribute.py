@@ -174,3 +174,10 @@ def test_batchnorm_replicas_identical_after_unfused_step(results):
     _assert_replicas_identical(
         section["after_unfused_step"], "BatchNorm, one step after the last fusion"
     )
+
+
+def test_synchronized_batchnorm_keeps_replicas_identical_between_fusions(results):
+    section = _section(results, "sync_bn")
+    assert section["synchronized"] == [True] * 6
+    assert np.isfinite(section["history"]["loss"][0])
+    _assert_replicas_identical(section["after_unfused_step"], "synchronised BatchNorm, unfused step")

@@ -1,0 +1,159 @@
+"""`tf.distribute` strategies by name, and what OKDPH needs to run under them.
+
+    strategy = make_strategy("auto")   # before anything else touches TensorFlow
+    with strategy.scope():
+        model = OKDPH(...)
+
+`"auto"` picks MultiWorkerMirroredStrategy when `TF_CONFIG` names a cluster of
+more than one task, MirroredStrategy when more than one GPU is visible, and the
+default strategy otherwise. Keras 3.15's `fit()` does not run under
+MultiWorkerMirroredStrategy; `okdph_keras.loop.fit` does, with the same
+per-replica step.
+"""
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+
+
+def cluster_size():
+    """Number of tasks `TF_CONFIG` names (0 without a cluster)."""
+    config = os.environ.get("TF_CONFIG")
+    if not config:
+        return 0
+    try:
+        cluster = json.loads(config).get("cluster", {})
+    except (json.JSONDecodeError, AttributeError) as error:
+        raise ValueError(f"TF_CONFIG is not a JSON object with a 'cluster': {error}") from error
+    return sum(len(tasks) for tasks in cluster.values())
+
+
+def make_strategy(name="auto", cpu_replicas=1):
+    """Creates the strategy `name` names.
+
+    Create it first thing in the program: MultiWorkerMirroredStrategy must exist
+    before TensorFlow runs any op.
+
+    Args:
+        name: one of `STRATEGIES`.
+        cpu_replicas: on a machine without GPUs, split the CPU into this many
+            logical devices, so that `"mirrored"` runs this many replicas (to
+            try distribution without GPUs; it is not faster).
+
+    Returns:
+        A `tf.distribute.Strategy`.
+
+    Example:
+        >>> strategy = make_strategy("mirrored")   # every visible GPU
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"Unknown strategy {name!r}; expected one of {STRATEGIES}.")
+    if isinstance(cpu_replicas, bool) or not isinstance(cpu_replicas, int) or cpu_replicas < 1:
+        raise ValueError(f"cpu_replicas={cpu_replicas!r} is not allowed; it must be an integer >= 1.")
+    if cpu_replicas > 1 and not tf.config.list_physical_devices("GPU"):
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_replicas
+        )
+    if name == "auto":
+        if cluster_size() > 1:
+            name = "multiworker"
+        elif len(tf.config.list_physical_devices("GPU")) > 1:
+            name = "mirrored"
+        else:
+            name = "default"
+    if name == "multiworker":
+        if cluster_size() < 1:
+            raise ValueError(
+                "strategy 'multiworker' needs TF_CONFIG to name the cluster and this task, e.g. "
+                '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                '"task": {"type": "worker", "index": 0}}.'
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "mirrored":
+        devices = None
+        if not tf.config.list_physical_devices("GPU"):
+            devices = [device.name for device in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    return tf.distribute.get_strategy()
+
+
+def is_multi_worker(strategy):
+    """Whether `strategy` spans several processes (Keras `fit()` cannot drive it)."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def is_chief(strategy=None):
+    """Whether this process writes the run's files: the chief, or worker 0 without one."""
+    strategy = strategy or tf.distribute.get_strategy()
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not is_multi_worker(strategy) or resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def average_across_replicas(variables, strategy=None):
+    """Sets every replica's copy of each variable to the mean over all replicas.
+
+    Called in the cross-replica context (between steps). Keras keeps BatchNorm
+    statistics per replica; this makes them agree again, on every worker.
+    Does nothing with a single replica.
+
+    Args:
+        variables: float variables created in `strategy`'s scope.
+        strategy: the strategy; the current one if None.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    variables = list(variables)
+    if strategy.num_replicas_in_sync == 1 or not variables:
+        return
+    def replica_means():
+        context = tf.distribute.get_replica_context()
+        return context.all_reduce(tf.distribute.ReduceOp.MEAN, [tf.identity(v) for v in variables])
+
+    means = strategy.run(replica_means)  # the same on every replica
+    for variable, mean in zip(variables, means):
+        variable.assign(strategy.experimental_local_results(mean)[0])
+
+
+def with_synchronized_batchnorm(model):
+    """A copy of `model` whose BatchNormalization layers use global batch statistics.
+
+    Under a strategy with several replicas, each batch's mean and variance are
+    then computed over the global batch (an all-reduce per layer and step), so
+    replicas and workers keep identical moving statistics. Weights are copied.
+
+    Args:
+        model: a functional or sequential `keras.Model` (nested ones included).
+
+    Returns:
+        A new `keras.Model`; `model` itself if it has no BatchNormalization.
+
+    Example:
+        >>> OKDPH(lambda: with_synchronized_batchnorm(get_model("resnet32", 10)))
+    """
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.BatchNormalization):
+            config["synchronized"] = True
+        return layer.__class__.from_config(config)
+
+    if not any(isinstance(layer, keras.layers.BatchNormalization) for layer in _layers(model)):
+        return model
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _layers(layer)
