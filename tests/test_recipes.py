@@ -125,9 +125,20 @@ def test_image_folder_recipe_smoke(tmp_path, image_tree):
     assert results["final_test_accuracy"]["hwm"] >= 0.0
 
 
+def final_weights(run_root, run_name):
+    import keras  # noqa: PLC0415
+
+    import okdph_keras  # noqa: F401, PLC0415 (registers OKDPH)
+
+    state = json.loads((run_root / "runs" / run_name / "state.json").read_text())
+    model = keras.saving.load_model(run_root / "runs" / run_name / state["checkpoint"])
+    return [v.numpy() for v in model.variables + model.optimizer.variables]
+
+
 def test_a_killed_run_resumes_from_its_last_epoch(tmp_path, tfds_dir):
     # Enough epochs that the kill lands mid-run however fast the machine is.
-    flags = (f"--data_dir={tfds_dir}", "--model=small_cnn", "--epochs=12", "--views=hflip,cutout,none")
+    flags = (f"--data_dir={tfds_dir}", "--model=small_cnn", "--epochs=12", "--views=hflip,cutout,none",
+             "--deterministic")
     process = subprocess.Popen(
         recipe_command("cifar10", tmp_path, *flags), cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -151,6 +162,14 @@ def test_a_killed_run_resumes_from_its_last_epoch(tmp_path, tfds_dir):
     assert f"Resuming {state_path.parent} after epoch {done} of 12" in out
     assert f"Epoch {done + 1}/12" in out and "Epoch 1/12" not in out
     check_run_directory(tmp_path, "cifar10_small_cnn_m2_seed42_smoke", 2, epochs=12)
+
+    # The same command never interrupted: bit-identical weights and optimizer state.
+    run_recipe("cifar10", tmp_path / "straight", *flags)
+    resumed = final_weights(tmp_path, "cifar10_small_cnn_m2_seed42_smoke")
+    straight = final_weights(tmp_path / "straight", "cifar10_small_cnn_m2_seed42_smoke")
+    assert len(resumed) == len(straight) > 0
+    for a, b in zip(resumed, straight):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_a_run_directory_of_another_config_is_refused(tmp_path, tfds_dir):

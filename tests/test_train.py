@@ -2,10 +2,11 @@
 
 import dataclasses
 
+import keras
 import numpy as np
 import pytest
 
-from okdph_keras import train
+from okdph_keras import checkpointing, train
 from okdph_keras.config import Config, validate
 from okdph_keras.data import from_arrays
 
@@ -105,3 +106,25 @@ def test_without_validation_student_zero_is_exported(tmp_path):
     results = train.summarize(config, history(validation=None, test=(0.7, 0.9, 0.8, 0.8)), 1.0)
     assert results["best_student"] == 0 and "final_validation_accuracy" not in results
     assert "no validation split" in results["best_student_selected_by"]
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path, labelled_arrays):
+    class PoisonAfterFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                kernel = self.model.students[1].trainable_variables[0]
+                kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+
+    config = config_for(tmp_path, epochs=3, batch_size=64, validation_fraction=0.1, image_size=8,
+                        views=("none", "none", "none"))
+    with pytest.raises(FloatingPointError) as error:
+        train.run(config, callbacks=[PoisonAfterFirstEpoch()])
+    run_dir = tmp_path / "unit"
+    state = checkpointing.load_state(run_dir)
+    assert state["epochs_done"] == 1 and state["checkpoint"] == "checkpoints/epoch_0001.keras"
+    message = str(error.value)
+    assert "nan" in message and "step 5 " in message  # 4 steps of 64 in epoch 1 (207 images)
+    assert str(run_dir / state["checkpoint"]) in message
+    model = keras.saving.load_model(run_dir / state["checkpoint"])
+    assert all(np.isfinite(v.numpy()).all() for v in model.variables if v.dtype.startswith("float"))
+    assert not (run_dir / "results.json").exists()
