@@ -55,6 +55,9 @@ class OKDPH(keras.Model):
             paper). Set False to keep different initialisations.
         seed: integer seed of the Dirichlet coefficients; drawn at random when
             None and then kept in the config.
+        objective: `"okdph"` (the method), or a baseline that trains the same
+            students without the HWM: `"independent"`, `"dml"` or `"kdcl"`
+            (see `okdph_keras.step.forward`). The HWM is still evaluated.
         **kwargs: passed to `keras.Model` (`name`, ...).
 
     Example:
@@ -81,6 +84,7 @@ class OKDPH(keras.Model):
         weight_decay=0.0,
         identical_init=True,
         seed=None,
+        objective="okdph",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -92,6 +96,9 @@ class OKDPH(keras.Model):
             raise ValueError(f"hybrid={hybrid!r} is not supported; expected one of {hybrid_lib.HYBRID_MODES}.")
         self.hybrid = hybrid
         self.hwm_gradient = _check_bool("hwm_gradient", hwm_gradient)
+        if objective not in step.OBJECTIVES:
+            raise ValueError(f"objective={objective!r} is not supported; expected one of {step.OBJECTIVES}.")
+        self.objective = objective
         self.identical_init = _check_bool("identical_init", identical_init)
         if seed is None:
             seed = random.randrange(2**31)
@@ -158,8 +165,9 @@ class OKDPH(keras.Model):
         for m in range(self.num_students):
             self.student_ce_trackers[m].update_state(outputs.student_ce[m], sample_weight=batch_size)
             self.student_accuracy_trackers[m].update_state(labels, outputs.student_logits[m])
-        self.hwm_ce_tracker.update_state(outputs.hwm_ce, sample_weight=batch_size)
-        self.hwm_accuracy_tracker.update_state(labels, outputs.hwm_logits)
+        if outputs.hwm_logits is not None:  # baselines train without the HWM
+            self.hwm_ce_tracker.update_state(outputs.hwm_ce, sample_weight=batch_size)
+            self.hwm_accuracy_tracker.update_state(labels, outputs.hwm_logits)
         ensemble = tf.add_n(
             [losses.full_precision(z) for z in outputs.student_logits]
         ) / float(self.num_students)
@@ -260,6 +268,7 @@ class OKDPH(keras.Model):
             beta=self.beta,
             temperature=self.temperature,
             hwm_gradient=self.hwm_gradient,
+            objective=self.objective,
         )
 
     # ----------------------------------------------------------------- inputs
@@ -418,6 +427,7 @@ class OKDPH(keras.Model):
             "weight_decay": self.weight_decay,
             "identical_init": self.identical_init,
             "seed": self.seed,
+            "objective": self.objective,
         }
 
     @classmethod

@@ -11,16 +11,21 @@ import tensorflow as tf
 
 from okdph_keras import hybrid, losses
 
+# The objectives this step computes. OKDPH alone trains with the HWM; the
+# others are the online-distillation baselines of the paper's comparisons.
+OBJECTIVES = ("okdph", "independent", "dml", "kdcl")
+
 
 class StepOutputs(NamedTuple):
     """Logits and losses of one OKDPH forward pass (all unscaled means).
 
     Attributes:
         student_logits: list of M tensors `[B, num_classes]`.
-        hwm_logits: `[B, num_classes]`, the hybrid-weight model's logits.
+        hwm_logits: `[B, num_classes]`, the hybrid-weight model's logits; None
+            when training with an objective that does not use the HWM.
         student_ce: list of M scalars, CE(z_m, y).
-        hwm_ce: scalar, CE(z_h, y).
-        kd: list of M scalars, tau^2 * KL(softmax(z_e/tau) || softmax(z_m/tau)).
+        hwm_ce: scalar, CE(z_h, y), or None with `hwm_logits`.
+        kd: list of M scalars, student m's distillation term (see `forward`).
         total: scalar, sum_m L_m (without weight decay).
     """
 
@@ -94,15 +99,23 @@ def forward(
     beta,
     temperature,
     hwm_gradient=True,
+    objective="okdph",
     training=True,
 ):
-    """Runs the M students and the HWM and computes every OKDPH loss.
+    """Runs the networks and computes every loss of `objective`.
 
-    Student m's loss is
+    With `"okdph"`, student m's loss is
     `L_m = omega*CE(z_m) + (1-omega)*CE(z_h) + beta*tau^2*KL(p_e || p_m)`, where
     `z_e = (sum_m z_m + z_h) / (M+1)` carries no gradient. The total is
     `sum_m L_m`, so the HWM's CE enters it M times and, with `hwm_gradient`,
     student m receives `M*(1-omega)*r_m` times the CE gradient at theta_h.
+    The baselines use no HWM (`omega` and `hwm_gradient` do not apply):
+
+    - `"independent"`: `L_m = CE(z_m)`; the students never interact.
+    - `"dml"` (deep mutual learning): `L_m = CE(z_m) + beta * mean_{k != m}
+      tau^2*KL(p_k || p_m)`, each peer's prediction without gradient.
+    - `"kdcl"`: `L_m = CE(z_m) + beta*tau^2*KL(p_s || p_m)`, with `z_s` the
+      mean of the M students' logits, without gradient.
 
     Args:
         students: list of M homogeneous `keras.Model`s mapping images to logits.
@@ -113,29 +126,51 @@ def forward(
         beta: weight of the distillation term.
         temperature: distillation temperature tau.
         hwm_gradient: whether the HWM's loss differentiates into the students.
+        objective: one of `OBJECTIVES`.
         training: the networks' mode. In training mode the students' BatchNorm
-            statistics are updated; the HWM's never persist.
+            statistics are updated; the HWM's never persist. Out of training
+            the HWM is run (and reported) whatever the objective.
 
     Returns:
         A `StepOutputs`.
     """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"Unknown objective {objective!r}; expected one of {OBJECTIVES}.")
     num_students = len(students)
-    student_logits, hwm_logits = network_logits(
-        students, views, coefficients, hwm_gradient=hwm_gradient, training=training
-    )
-    ensemble = tf.stop_gradient(
-        tf.add_n([losses.full_precision(z) for z in student_logits + [hwm_logits]])
-        / float(num_students + 1)
-    )
+    if objective == "okdph" or not training:
+        student_logits, hwm_logits = network_logits(
+            students, views, coefficients, hwm_gradient=hwm_gradient, training=training
+        )
+    else:  # the baselines train without the HWM
+        student_logits = [student(view, training=training) for student, view in zip(students, views)]
+        hwm_logits = None
     student_ce = [losses.cross_entropy(labels, z) for z in student_logits]
-    hwm_ce = losses.cross_entropy(labels, hwm_logits)
-    kd = [losses.distillation_loss(ensemble, z, temperature) for z in student_logits]
-    total = (
-        omega * tf.add_n(student_ce)
-        + num_students * (1.0 - omega) * hwm_ce
-        + beta * tf.add_n(kd)
-    )
+    hwm_ce = None if hwm_logits is None else losses.cross_entropy(labels, hwm_logits)
+    kd = _distillation_terms(objective, student_logits, hwm_logits, temperature)
+    if objective == "okdph":
+        total = omega * tf.add_n(student_ce) + num_students * (1.0 - omega) * hwm_ce
+    else:
+        total = tf.add_n(student_ce)
+    if objective != "independent":
+        total += beta * tf.add_n(kd)
     return StepOutputs(student_logits, hwm_logits, student_ce, hwm_ce, kd, total)
+
+
+def _distillation_terms(objective, student_logits, hwm_logits, temperature):
+    """Student m's distillation term for each m (zeros for `"independent"`)."""
+    logits = [losses.full_precision(z) for z in student_logits]
+    if objective == "independent":
+        return [tf.zeros([]) for _ in logits]
+    if objective == "dml":
+        peers = [tf.stop_gradient(z) for z in logits]
+        return [
+            tf.add_n([losses.distillation_loss(peers[k], z, temperature) for k in range(len(logits)) if k != m])
+            / float(len(logits) - 1)
+            for m, z in enumerate(logits)
+        ]
+    members = logits + ([losses.full_precision(hwm_logits)] if objective == "okdph" else [])
+    teacher = tf.stop_gradient(tf.add_n(members) / float(len(members)))
+    return [losses.distillation_loss(teacher, z, temperature) for z in logits]
 
 
 def compute_gradients(
@@ -155,7 +190,8 @@ def compute_gradients(
         weight_decay: coupled L2 coefficient (torch `SGD(weight_decay=...)`).
         scale_loss: optional callable applied to the differentiated loss, such
             as `optimizer.scale_loss` for mixed-precision loss scaling.
-        **loss_options: `omega`, `beta`, `temperature`, `hwm_gradient`.
+        **loss_options: `omega`, `beta`, `temperature`, `hwm_gradient`,
+            `objective`.
 
     Returns:
         `(gradients, outputs)`: gradients for the students' trainable variables,

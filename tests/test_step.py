@@ -201,3 +201,65 @@ def test_integer_state_is_never_interpolated(rng):
         assert value.dtype == tf.as_dtype(variable.dtype)
         if "int" in str(variable.dtype):
             np.testing.assert_array_equal(value.numpy(), variable.numpy())
+
+
+def np_baseline_losses(objective, logits, labels, beta, tau):
+    """numpy: per-student (CE, distillation term) and the total of a baseline objective."""
+    ce = [np_cross_entropy(labels, z) for z in logits]
+    if objective == "independent":
+        kd = [0.0] * len(logits)
+    elif objective == "dml":
+        kd = [np.mean([np_distillation(logits[k], z, tau) for k in range(len(logits)) if k != m])
+              for m, z in enumerate(logits)]
+    else:  # kdcl: the students' mean logits
+        teacher = np.mean(logits, axis=0)
+        kd = [np_distillation(teacher, z, tau) for z in logits]
+    return ce, kd, sum(ce) + (0.0 if objective == "independent" else beta * sum(kd))
+
+
+@pytest.mark.parametrize("objective", ["independent", "dml", "kdcl"])
+def test_baseline_objectives_match_numpy_and_skip_the_hwm(objective, rng, batch):
+    images, labels, _ = batch
+    students = make_students(3, rng)
+    views = [images, images[:, ::-1], images[:, :, ::-1], images]
+    outputs = step.forward(students, views, labels, tf.constant([1 / 3] * 3), objective=objective,
+                           training=True, omega=0.3, beta=0.7, temperature=3.0)
+    logits = [s(v, training=True).numpy().astype("float64") for s, v in zip(students, views)]
+    ce, kd, total = np_baseline_losses(objective, logits, labels, beta=0.7, tau=3.0)
+    assert outputs.hwm_logits is None and outputs.hwm_ce is None
+    np.testing.assert_allclose([float(c) for c in outputs.student_ce], ce, rtol=1e-5)
+    np.testing.assert_allclose([float(k) for k in outputs.kd], kd, rtol=1e-4, atol=1e-7)
+    assert float(outputs.total) == pytest.approx(total, rel=1e-5)
+
+    evaluation = step.forward(students, views, labels, tf.constant([1 / 3] * 3), objective=objective,
+                              training=False, omega=0.3, beta=0.7, temperature=3.0)
+    reference = hybrid_reference(students, [1 / 3] * 3)
+    np.testing.assert_allclose(evaluation.hwm_logits.numpy(), reference(images, training=False).numpy(),
+                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("objective", ["dml", "kdcl"])
+def test_baseline_teachers_carry_no_gradient(objective, rng, batch):
+    images, labels, _ = batch
+    students = make_students(2, rng, dtype="float64")
+    views = [images.astype("float64"), images[:, ::-1].astype("float64"), images.astype("float64")]
+    gradients, _ = step.compute_gradients(students, views, labels, tf.constant([0.5, 0.5], tf.float64),
+                                          objective=objective, omega=1.0, beta=0.5, temperature=2.0)
+    # Student 0's gradient: its own CE plus beta * d/dz0 of its own KD term only.
+    student = students[0]
+    other = tf.constant(students[1](views[1], training=True).numpy())
+    with tf.GradientTape() as tape:
+        z = student(views[0], training=True)
+        teacher = other if objective == "dml" else tf.stop_gradient((z + other) / 2)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, z))
+        p = tf.nn.softmax(teacher / 2.0)
+        kl = tf.reduce_sum(p * (tf.nn.log_softmax(teacher / 2.0) - tf.nn.log_softmax(z / 2.0)), -1)
+        loss += 0.5 * 4.0 * tf.reduce_mean(kl)
+    expected = tape.gradient(loss, student.trainable_variables)
+    for got, want in zip(gradients[: len(expected)], expected):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-7, atol=1e-10)
+
+
+def test_an_unknown_objective_is_refused():
+    with pytest.raises(ValueError, match="objective='mutual' is not supported; expected one of"):
+        OKDPH(tiny_student, objective="mutual")
