@@ -58,6 +58,10 @@ class OKDPH(keras.Model):
         objective: `"okdph"` (the method), or a baseline that trains the same
             students without the HWM: `"independent"`, `"dml"` or `"kdcl"`
             (see `okdph_keras.step.forward`). The HWM is still evaluated.
+        sam_rho: > 0 trains with sharpness-aware gradients (SAM, Foret et al.
+            2021) of radius `sam_rho`, each student perturbed with its own
+            norm; 0 (default) trains with plain gradients.
+        sam_adaptive: ASAM instead of SAM (Kwon et al. 2021).
         **kwargs: passed to `keras.Model` (`name`, ...).
 
     Example:
@@ -85,6 +89,8 @@ class OKDPH(keras.Model):
         identical_init=True,
         seed=None,
         objective="okdph",
+        sam_rho=0.0,
+        sam_adaptive=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -99,6 +105,8 @@ class OKDPH(keras.Model):
         if objective not in step.OBJECTIVES:
             raise ValueError(f"objective={objective!r} is not supported; expected one of {step.OBJECTIVES}.")
         self.objective = objective
+        self.sam_rho = _check_number("sam_rho", sam_rho, low=0.0)
+        self.sam_adaptive = _check_bool("sam_adaptive", sam_adaptive)
         self.identical_init = _check_bool("identical_init", identical_init)
         if seed is None:
             seed = random.randrange(2**31)
@@ -236,6 +244,7 @@ class OKDPH(keras.Model):
             coefficients,
             weight_decay=self.weight_decay,
             scale_loss=self.optimizer.scale_loss,
+            sharpness=dict(rho=self.sam_rho, adaptive=self.sam_adaptive) if self.sam_rho else None,
             **self._loss_options(),
         )
         variables = [v for s in self.students for v in s.trainable_variables]
@@ -428,6 +437,8 @@ class OKDPH(keras.Model):
             "identical_init": self.identical_init,
             "seed": self.seed,
             "objective": self.objective,
+            "sam_rho": self.sam_rho,
+            "sam_adaptive": self.sam_adaptive,
         }
 
     @classmethod

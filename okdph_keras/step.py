@@ -10,6 +10,7 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from okdph_keras import hybrid, losses
+from okdph_keras.baselines import sam
 
 # The objectives this step computes. OKDPH alone trains with the HWM; the
 # others are the online-distillation baselines of the paper's comparisons.
@@ -181,34 +182,53 @@ def compute_gradients(
     *,
     weight_decay=0.0,
     scale_loss=None,
+    sharpness=None,
     **loss_options,
 ):
-    """One OKDPH training step up to the gradients, under one `tf.GradientTape`.
+    """One training step up to the gradients, under one `tf.GradientTape`.
 
     Args:
         students, views, labels, coefficients: as in `forward`.
         weight_decay: coupled L2 coefficient (torch `SGD(weight_decay=...)`).
         scale_loss: optional callable applied to the differentiated loss, such
             as `optimizer.scale_loss` for mixed-precision loss scaling.
+        sharpness: None, or `{"rho": ..., "adaptive": ...}` to take the
+            gradients at the sharpness-aware point (SAM/ASAM,
+            `okdph_keras.baselines.sharpness_aware_gradients`), each student
+            perturbed with its own norm; its BatchNorm statistics are updated
+            by the first pass only. The forward pass then runs twice.
         **loss_options: `omega`, `beta`, `temperature`, `hwm_gradient`,
             `objective`.
 
     Returns:
         `(gradients, outputs)`: gradients for the students' trainable variables,
-        concatenated student by student, and the `StepOutputs`. The loss that is
-        differentiated is divided by the number of replicas in sync, because
-        the optimizer sums gradients over replicas.
+        concatenated student by student, and the `StepOutputs` (at the
+        unperturbed weights). The loss that is differentiated is divided by the
+        number of replicas in sync, because the optimizer sums gradients over
+        replicas.
     """
     variables = [v for s in students for v in s.trainable_variables]
-    with tf.GradientTape() as tape:
+
+    def differentiated_loss():
         outputs = forward(students, views, labels, coefficients, training=True, **loss_options)
-        objective = outputs.total
+        loss = outputs.total
         if weight_decay:
-            objective += weight_decay * losses.l2_penalty(variables)
-        objective = losses.scale_for_replicas(objective)
+            loss += weight_decay * losses.l2_penalty(variables)
+        loss = losses.scale_for_replicas(loss)
         if scale_loss is not None:
-            objective = scale_loss(objective)
-    gradients = tape.gradient(
-        objective, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO
-    )
+            loss = scale_loss(loss)
+        return loss, outputs
+
+    if sharpness is not None:
+        state = [v for s in students for v in s.non_trainable_variables if hybrid.is_interpolable(v)]
+        gradients, _, outputs = sam.sharpness_aware_gradients(
+            differentiated_loss,
+            [s.trainable_variables for s in students],
+            frozen_variables=state,
+            **sharpness,
+        )
+        return gradients, outputs
+    with tf.GradientTape() as tape:
+        loss, outputs = differentiated_loss()
+    gradients = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     return gradients, outputs

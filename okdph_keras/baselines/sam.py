@@ -1,0 +1,233 @@
+"""Sharpness-aware minimisation: SAM (Foret et al. 2021) and ASAM (Kwon et al. 2021).
+
+Each step computes the gradient g at the weights w, moves to w + eps with
+`eps = rho * g / ||g||` (SAM) or `eps = rho * T^2 g / ||T g||` with
+`T = |w| + eta` elementwise (ASAM), and returns the gradient at w + eps for the
+optimizer to apply at w. Under `tf.distribute`, every replica perturbs with its
+own local gradient (the paper's "m-sharpness", m = per-replica batch); only
+the final gradients are summed across replicas, by the optimizer.
+"""
+
+import math
+import numbers
+
+import keras
+import tensorflow as tf
+
+from okdph_keras import hybrid, losses
+
+NORM_EPSILON = 1e-12  # added to ||g|| so that a zero gradient gives eps = 0
+
+
+def sharpness_aware_gradients(
+    loss_fn, variable_groups, rho=0.05, adaptive=False, eta=0.01, frozen_variables=()
+):
+    """Gradients at the sharpness-aware point w + eps, with a separate eps per group.
+
+    Each group is perturbed with its own norm, so M independent networks in one
+    objective each get the eps they would get if trained alone. The variables
+    are assigned w + eps for the second pass and then reassigned their saved
+    values (exactly w, not w + eps - eps). Works eagerly, inside `tf.function`
+    and in a `tf.distribute` replica context (variables with Keras' default
+    aggregation `"none"` are perturbed replica by replica). eps is invariant to
+    a positive scaling of the objective, so replica scaling and mixed-precision
+    loss scaling do not change it.
+
+    Args:
+        loss_fn: a callable with no arguments that runs the forward pass on the
+            variables' current values and returns `(objective, aux)`: the scalar
+            to differentiate (already replica- and loss-scaled, as it would be
+            for `optimizer.apply_gradients`) and anything else (logits, ...).
+            It is called twice: at w, then at w + eps.
+        variable_groups: a list of lists of float variables; each list is one
+            independent network, perturbed with its own norm.
+        rho: the neighbourhood radius, > 0.
+        adaptive: False for SAM, True for ASAM.
+        eta: ASAM's offset in `T = |w| + eta`, >= 0; applied to every variable
+            (biases included). Ignored by SAM.
+        frozen_variables: variables the second pass must leave unchanged, such
+            as BatchNorm moving statistics; they keep the values the first pass
+            (at w) gave them.
+
+    Returns:
+        `(gradients, objective, aux)`: the gradients at w + eps, one per
+        variable, groups concatenated in order (zeros where a variable does not
+        affect the objective); the objective and aux of the first pass, at w.
+
+    Example:
+        >>> def loss_fn():
+        ...     logits = model(x, training=True)
+        ...     return loss_object(y, logits), logits
+        >>> grads, loss, logits = sharpness_aware_gradients(
+        ...     loss_fn, [model.trainable_variables], rho=0.05)
+        >>> optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    """
+    _check_options(rho, adaptive, eta)
+    groups = [list(group) for group in variable_groups]
+    variables = [v for group in groups for v in group]
+    gradients, objective, aux = _gradients(loss_fn, variables)
+
+    originals = [tf.convert_to_tensor(v) for v in variables]
+    frozen = list(frozen_variables)
+    frozen_values = [tf.convert_to_tensor(v) for v in frozen]
+    start = 0
+    for group in groups:
+        end = start + len(group)
+        epsilons = perturbation(
+            originals[start:end], gradients[start:end], rho, adaptive=adaptive, eta=eta
+        )
+        for variable, value, epsilon in zip(group, originals[start:end], epsilons):
+            variable.assign(value + epsilon)
+        start = end
+
+    perturbed_gradients, _, _ = _gradients(loss_fn, variables)
+    for variable, value in zip(variables + frozen, originals + frozen_values):
+        variable.assign(value)
+    return perturbed_gradients, objective, aux
+
+
+def perturbation(values, gradients, rho, adaptive=False, eta=0.01):
+    """eps for one group: `rho * g / ||g||` (SAM) or `rho * T^2 g / ||T g||`, `T = |w| + eta`.
+
+    Args:
+        values: the group's weights w (tensors or variables).
+        gradients: the gradients g at w, in the same order.
+        rho, adaptive, eta: as in `sharpness_aware_gradients`.
+
+    Returns:
+        A list of tensors eps, in the variables' dtypes; the norm is taken over
+        the whole group, in at least float32.
+    """
+    gradients = [losses.full_precision(tf.convert_to_tensor(g)) for g in gradients]
+    if adaptive:
+        scales = [tf.abs(losses.full_precision(tf.convert_to_tensor(w))) + eta for w in values]
+    else:
+        scales = [tf.ones_like(g) for g in gradients]
+    scaled = [t * g for t, g in zip(scales, gradients)]
+    norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(s)) for s in scaled]))
+    factor = rho / (norm + NORM_EPSILON)
+    return [
+        tf.cast(factor * t * s, tf.convert_to_tensor(w).dtype)
+        for w, t, s in zip(values, scales, scaled)
+    ]
+
+
+def _gradients(loss_fn, variables):
+    with tf.GradientTape() as tape:
+        objective, aux = loss_fn()
+    gradients = tape.gradient(
+        objective, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO
+    )
+    return [tf.convert_to_tensor(g) for g in gradients], objective, aux
+
+
+def _check_options(rho, adaptive, eta):
+    if not _is_real(rho) or rho <= 0:
+        raise ValueError(f"rho={rho!r} is not allowed; it must be a finite number > 0.")
+    if not isinstance(adaptive, bool):
+        raise ValueError(f"adaptive must be True or False; got {adaptive!r}.")
+    if not _is_real(eta) or eta < 0:
+        raise ValueError(f"eta={eta!r} is not allowed; it must be a finite number >= 0.")
+
+
+def _is_real(value):
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
+@keras.saving.register_keras_serializable(package="okdph_keras")
+class SAM(keras.Model):
+    """Trains any Keras model with SAM or ASAM; otherwise behaves like it.
+
+    `compile`, `fit`, `evaluate` and `predict` work as for the wrapped model;
+    calls, evaluation and prediction are the wrapped model's. Each training
+    step costs two forward and backward passes. The loss and compiled metrics
+    reported by `fit` are those of the first pass, at w. BatchNorm moving
+    statistics (every float non-trainable variable of the wrapped model) are
+    updated by the first pass only: the second pass's changes are undone.
+    Gradients are summed over replicas by the optimizer; eps is per replica
+    (m-sharpness).
+
+    Args:
+        model: the `keras.Model` to train, built (it has its variables).
+        rho: the neighbourhood radius, > 0 (the SAM paper uses 0.05; ASAM
+            needs larger values, 0.5 to 2).
+        adaptive: False for SAM, True for ASAM.
+        eta: ASAM's offset in `T = |w| + eta`, >= 0 (default 0.01).
+        **kwargs: passed to `keras.Model` (`name`, ...).
+
+    Example:
+        >>> sam = SAM(get_model("resnet32", num_classes=100), rho=0.05)
+        >>> sam.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+        ...             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        ...             metrics=["accuracy"])
+        >>> sam.fit(train_data, epochs=200)
+        >>> sam.model.save("trained.keras")  # the plain model
+    """
+
+    def __init__(self, model, rho=0.05, adaptive=False, eta=0.01, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(model, keras.Model):
+            raise ValueError(f"SAM wraps a keras.Model; got {type(model).__name__}.")
+        if not model.built or not model.trainable_variables:
+            raise ValueError(
+                f"SAM needs a built model with trainable variables; {model.name} has "
+                "none (start it with keras.Input, or call it on a batch first)."
+            )
+        _check_options(rho, adaptive, eta)
+        self.model = model
+        self.rho = float(rho)
+        self.adaptive = adaptive
+        self.eta = float(eta)
+        self.built = True
+
+    def call(self, inputs, training=False):
+        return self.model(inputs, training=training)
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+
+        def loss_fn():
+            y_pred = self.model(x, training=True)
+            loss = self._compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+            )
+            return self.optimizer.scale_loss(loss), (loss, y_pred)
+
+        variables = self.trainable_variables
+        gradients, _, (loss, y_pred) = sharpness_aware_gradients(
+            loss_fn,
+            [variables],
+            self.rho,
+            adaptive=self.adaptive,
+            eta=self.eta,
+            frozen_variables=[
+                v for v in self.model.non_trainable_variables if hybrid.is_interpolable(v)
+            ],
+        )
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        # `compute_loss` divides by the replicas in sync; the metric takes the
+        # replica's own mean, as in `keras.Model.train_step`.
+        num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        self._loss_tracker.update_state(
+            loss * num_replicas, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0]
+        )
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "model": keras.saving.serialize_keras_object(self.model),
+            "rho": self.rho,
+            "adaptive": self.adaptive,
+            "eta": self.eta,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["model"] = keras.saving.deserialize_keras_object(config["model"])
+        return cls(**config)

@@ -1,0 +1,188 @@
+"""Stochastic weight averaging (Izmailov et al. 2018) as a Keras callback."""
+
+import numbers
+import os
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from okdph_keras import checkpointing, hybrid
+from okdph_keras.baselines.batchnorm import (
+    batchnorm_layers,
+    batchnorm_statistics,
+    check_steps,
+    recompute_batchnorm,
+)
+
+
+@keras.saving.register_keras_serializable(package="okdph_keras")
+class SWA(keras.callbacks.Callback):
+    """Equal-weight running average of the weights at chosen epoch ends.
+
+    From epoch `start_epoch` on (0-based, as in Keras callbacks), at the end of
+    every `every`-th epoch, `avg <- n/(n+1) * avg + 1/(n+1) * w` for every float
+    variable except BatchNorm moving statistics (trainable variables, and for
+    `OKDPH` also its last-batch coefficients), n being the number of epochs
+    averaged so far. For `OKDPH` each student is averaged separately (it is
+    per-variable). Training itself is not changed. At the end of `fit` the
+    average is written into the model and the BatchNorm statistics are
+    recomputed on `bn_data` with `recompute_batchnorm`; without `bn_data` a
+    model with BatchNorm keeps the statistics of the last trained weights,
+    with a warning. Training on after that `fit` starts from the average.
+
+    Resuming: the average lives in variables the callback owns, so it carries
+    over between `fit` calls with the same callback. Across processes, give
+    `state_path`: the average, its count and the last epoch averaged are saved
+    there (atomically) after every update and loaded at the start of `fit`.
+    An epoch already in the file is not averaged again when it is trained
+    again after a resume from an older model checkpoint; if a run dies after
+    saving the model but before saving this file, that epoch is missed.
+    With `Fusion`, list `SWA` after it so that fused weights are averaged.
+    `bn_data` is not part of `get_config`.
+
+    Args:
+        start_epoch: first epoch averaged, an integer >= 0.
+        every: average every `every` epochs from `start_epoch`, integer >= 1.
+        bn_data: batches of model inputs for `recompute_batchnorm`.
+        bn_steps: number of `bn_data` batches to use; all when None.
+        state_path: an `.npz` file holding the running average, or None.
+
+    Example:
+        >>> swa = SWA(start_epoch=150, bn_data=train_images.batch(256))
+        >>> model.fit(train_data, epochs=200, callbacks=[swa])  # ends averaged
+    """
+
+    def __init__(self, start_epoch, every=1, bn_data=None, bn_steps=None, state_path=None):
+        super().__init__()
+        if not _is_integer(start_epoch) or start_epoch < 0:
+            raise ValueError(
+                f"SWA start_epoch={start_epoch!r} is not allowed; it must be an integer >= 0."
+            )
+        if not _is_integer(every) or every < 1:
+            raise ValueError(f"SWA every={every!r} is not allowed; it must be an integer >= 1.")
+        check_steps("SWA bn_steps", bn_steps)
+        if state_path is not None and not str(state_path).endswith(".npz"):
+            raise ValueError(f"SWA state_path={state_path!r} must end with '.npz'.")
+        self.start_epoch = int(start_epoch)
+        self.every = int(every)
+        self.bn_data = bn_data
+        self.bn_steps = bn_steps
+        self.state_path = state_path
+        self.count = 0
+        self.last_epoch = -1
+        self.averages = None  # tf.Variables, created for the first model seen
+
+    def set_model(self, model):
+        if not isinstance(model, keras.Model):
+            raise ValueError(f"SWA works on a keras.Model; got {type(model).__name__}.")
+        super().set_model(model)
+
+    def on_train_begin(self, logs=None):
+        variables = averaged_variables(self.model)
+        if self.averages is None:
+            self.averages = [
+                tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in variables
+            ]
+        _check_matches(self.averages, variables, "SWA's running average")
+        if self.count == 0 and self.state_path and os.path.exists(self.state_path):
+            self._load_state()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch < self.start_epoch or (epoch - self.start_epoch) % self.every:
+            return
+        if epoch <= self.last_epoch:
+            return  # averaged before a resume
+        n = self.count
+        weights = tf.constant([n / (n + 1.0), 1.0 / (n + 1.0)])
+        variables = averaged_variables(self.model)
+        for average, value in zip(
+            self.averages, hybrid.convex_combination([self.averages, variables], weights)
+        ):
+            average.assign(value)
+        self.count = n + 1
+        self.last_epoch = epoch
+        if self.state_path:
+            self._save_state()
+
+    def on_train_end(self, logs=None):
+        self.assign_average()
+
+    def assign_average(self):
+        """Writes the average into the model and recomputes BatchNorm statistics.
+
+        Called at the end of `fit`; call it yourself to get the average
+        earlier (it replaces the weights being trained). Does nothing but warn
+        if no epoch has been averaged yet.
+        """
+        if not self.count:
+            warnings.warn(
+                f"SWA averaged no epoch (start_epoch={self.start_epoch} was not "
+                "reached): the model keeps its trained weights.",
+                stacklevel=2,
+            )
+            return
+        for variable, average in zip(averaged_variables(self.model), self.averages):
+            variable.assign(average)
+        if self.bn_data is not None:
+            recompute_batchnorm(self.model, self.bn_data, self.bn_steps)
+        elif any(layer.trainable for layer in batchnorm_layers(self.model)):
+            warnings.warn(
+                "SWA got no bn_data: the model's BatchNorm statistics belong to the "
+                "last trained weights, not to the average. Pass bn_data=... (training "
+                "inputs) to recompute them.",
+                stacklevel=2,
+            )
+
+    def _save_state(self):
+        arrays = {f"average_{i}": v.numpy() for i, v in enumerate(self.averages)}
+
+        def write(path):
+            np.savez(path, count=self.count, last_epoch=self.last_epoch, **arrays)
+
+        checkpointing.write_atomically(self.state_path, write)
+
+    def _load_state(self):
+        with np.load(self.state_path) as state:
+            arrays = [state[f"average_{i}"] for i in range(len(state.files) - 2)]
+            _check_matches(arrays, self.averages, f"The SWA state {self.state_path}")
+            for average, array in zip(self.averages, arrays):
+                average.assign(array)
+            self.count = int(state["count"])
+            self.last_epoch = int(state["last_epoch"])
+
+    def get_config(self):
+        return {
+            "start_epoch": self.start_epoch,
+            "every": self.every,
+            "bn_steps": self.bn_steps,
+            "state_path": self.state_path,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def averaged_variables(model):
+    """The variables SWA averages: every float variable but BatchNorm statistics."""
+    statistics = {id(v) for v in batchnorm_statistics(model)}
+    return [
+        v
+        for v in model.trainable_variables + model.non_trainable_variables
+        if hybrid.is_interpolable(v) and id(v) not in statistics
+    ]
+
+
+def _check_matches(found, expected, what):
+    if [tuple(v.shape) for v in found] != [tuple(v.shape) for v in expected]:
+        raise ValueError(
+            f"{what} holds {len(found)} arrays that do not match the "
+            f"{len(expected)} variables SWA averages in this model (shapes differ). "
+            "Use a new SWA callback (and state_path) per model."
+        )
+
+
+def _is_integer(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
