@@ -1,11 +1,52 @@
-"""okdph-keras: online knowledge distillation via parameter hybridization (OKDPH)."""
+"""okdph-keras: online knowledge distillation via parameter hybridization (OKDPH).
 
-from okdph_keras import callbacks, data, hybrid, losses, models, step, train
-from okdph_keras.callbacks import Fusion
-from okdph_keras.config import Config, default_views, reference_config
-from okdph_keras.data import load_source, make_view, multi_view_dataset
-from okdph_keras.hybrid import convex_combination, sample_coefficients
-from okdph_keras.model import OKDPH
-from okdph_keras.models import get_model
+Names and submodules are imported on first use (PEP 562), so that `import okdph_keras`
+is cheap and `python -m okdph_keras.predict` starts without Keras or the training code.
+To export a name, add it to `_NAMES` (name -> the submodule defining it) or a submodule to
+`_SUBMODULES`; `__all__` follows.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
+
+# Submodules in `__all__` (also reachable as attributes, e.g. `okdph_keras.train`).
+_SUBMODULES = (
+    "analysis", "baselines", "callbacks", "data", "distribute", "hybrid", "loop", "losses",
+    "models", "step", "train",
+)
+# Further submodules reachable as attributes, not in `__all__`.
+_OTHER_SUBMODULES = ("checkpointing", "config", "curves", "export", "model", "predict")
+_NAMES = {
+    "Fusion": "callbacks",
+    "EvaluateEachEpoch": "callbacks",
+    "Config": "config",
+    "default_views": "config",
+    "reference_config": "config",
+    "METHODS": "config",
+    "make_strategy": "distribute",
+    "with_synchronized_batchnorm": "distribute",
+    "load_source": "data",
+    "make_view": "data",
+    "multi_view_dataset": "data",
+    "convex_combination": "hybrid",
+    "sample_coefficients": "hybrid",
+    "OKDPH": "model",
+    "get_model": "models",
+}
+
+__all__ = [*_SUBMODULES, *_NAMES]
+
+
+def __getattr__(name):
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+        globals()[name] = value  # once imported, an ordinary attribute
+        return value
+    if name in _SUBMODULES or name in _OTHER_SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")  # which sets the attribute
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *__all__, *_OTHER_SUBMODULES})

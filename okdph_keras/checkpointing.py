@@ -103,14 +103,27 @@ class RunCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         for name, value in (logs or {}).items():
             self.history.setdefault(name, []).append(float(value))
+        self._save(epoch + 1)
+
+    def replace_last_epoch(self, logs):
+        """Overwrites the last epoch's figures with `logs` and saves the model again.
+
+        For weights that change after the last epoch (SWA, EMA): the checkpoint
+        and the history then describe the model as training left it.
+        """
+        for name, value in logs.items():
+            self.history[name][-1] = float(value)
+        self._save(len(self.history["loss"]))
+
+    def _save(self, epochs_done):
         if not self.write:
             return
-        relative = os.path.join(CHECKPOINT_DIR, f"epoch_{epoch + 1:04d}.keras")
+        relative = os.path.join(CHECKPOINT_DIR, f"epoch_{epochs_done:04d}.keras")
         write_atomically(os.path.join(self.run_dir, relative), self.model.save)
         previous = load_state(self.run_dir)
         write_json_atomically(
             os.path.join(self.run_dir, STATE_FILE),
-            {"epochs_done": epoch + 1, "checkpoint": relative, "history": self.history},
+            {"epochs_done": epochs_done, "checkpoint": relative, "history": self.history},
         )
         write_text_atomically(os.path.join(self.run_dir, HISTORY_FILE), history_csv(self.history))
         if previous and previous["checkpoint"] != relative:

@@ -21,6 +21,10 @@ REFERENCE_HYPERPARAMETERS = {
 # The paper's defaults, for pairs the table does not list.
 PAPER_DEFAULTS = (0.8, 0.8, 0.5, 1, "epoch")
 
+# Training methods: OKDPH, the online-distillation baselines (same students, no
+# HWM), and flat-minimum baselines applied to independent students.
+METHODS = ("okdph", "independent", "dml", "kdcl", "sam", "swa", "ema")
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -41,7 +45,17 @@ class Config:
             multiplied by `lr_decay`.
         weight_decay: coupled L2 (torch `SGD(weight_decay=...)`).
         omega, beta, temperature, hybrid, hwm_gradient: `OKDPH` options.
-        fusion_gamma, fusion_every, fusion_unit: `Fusion` options.
+        fusion_gamma, fusion_every, fusion_unit: `Fusion` options (OKDPH
+            only; gamma 0: no fusion).
+        method: one of `METHODS`. `"okdph"` is the method; `"independent"`,
+            `"dml"` and `"kdcl"` train the same students with another
+            objective (`okdph_keras.step.forward`); `"sam"`, `"swa"` and
+            `"ema"` train independent students with sharpness-aware
+            gradients, stochastic weight averaging or a weight EMA.
+        sam_rho, sam_adaptive: SAM's radius, and ASAM instead of SAM.
+        swa_start: fraction of the epochs after which SWA averages (every
+            epoch end from there on).
+        ema_momentum: the weight EMA's momentum.
         sync_bn: BatchNormalization with global batch statistics across
             replicas and workers (`distribute.with_synchronized_batchnorm`).
         noise_mean, noise_std: Gaussian noise added after normalisation, to
@@ -82,6 +96,11 @@ class Config:
     fusion_every: int = 1
     fusion_unit: str = "epoch"
     sync_bn: bool = False
+    method: str = "okdph"
+    sam_rho: float = 0.05
+    sam_adaptive: bool = False
+    swa_start: float = 0.75
+    ema_momentum: float = 0.999
     noise_mean: float = 0.0
     noise_std: float = 0.0
     validation_fraction: float = 0.1
@@ -175,7 +194,9 @@ def reference_config(dataset, model, views, style, image_size, normalization, **
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["views"] = tuple(values["views"])
     if values.get("run_name") is None:
-        name = f"{values['dataset']}_{values['model']}_m{len(values['views']) - 1}"
+        method = values.get("method", Config.method)
+        name = f"{values['dataset']}_{values['model']}" + ("" if method == "okdph" else f"_{method}")
+        name += f"_m{len(values['views']) - 1}"
         name += f"_seed{values.get('seed', Config.seed)}"
         values["run_name"] = name + ("_smoke" if values.get("smoke") else "")
     config = Config(**values)
@@ -233,7 +254,15 @@ def validate(config):
             fail("lr_decay_epochs", f"{allowed}; {fraction!r} is not")
     if config.hybrid not in HYBRID_MODES:
         fail("hybrid", f"expected one of {HYBRID_MODES}")
-    for name in ("hwm_gradient", "sync_bn", "smoke"):
+    if config.method not in METHODS:
+        fail("method", f"expected one of {METHODS}")
+    if not 0.0 <= config.swa_start < 1.0:
+        fail("swa_start", "it must be a fraction of the epochs in [0, 1)")
+    if not 0.0 <= config.ema_momentum < 1.0:
+        fail("ema_momentum", "it must be in [0, 1)")
+    if not config.sam_rho > 0.0:
+        fail("sam_rho", "it must be > 0")
+    for name in ("hwm_gradient", "sync_bn", "smoke", "sam_adaptive"):
         if not isinstance(getattr(config, name), bool):
             fail(name, "expected True or False")
     if config.fusion_unit not in ("epoch", "batch"):

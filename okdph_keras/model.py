@@ -194,7 +194,10 @@ class OKDPH(keras.Model):
                 every student's trainable variables.
             **kwargs: `keras.Model.compile` arguments other than `loss`,
                 `loss_weights`, `metrics` and `weighted_metrics`, which OKDPH
-                defines itself and rejects.
+                defines itself and rejects. `jit_compile` defaults to False,
+                not Keras' `"auto"` (XLA on a single GPU): XLA drops the
+                in-graph check of the label range, so bad labels would train
+                silently on NaN. Pass `jit_compile=True` to opt in.
         """
         for name in ("loss", "loss_weights", "metrics", "weighted_metrics"):
             if kwargs.get(name) is not None:
@@ -202,6 +205,8 @@ class OKDPH(keras.Model):
                     f"OKDPH computes its own losses and metrics; remove `{name}=` "
                     "from compile()."
                 )
+        if kwargs.get("jit_compile", "auto") == "auto":
+            kwargs["jit_compile"] = False
         super().compile(optimizer=optimizer, **kwargs)
         # Built up front, the optimizer does not make Keras trace the first
         # train step twice; a loaded model gets its saved optimizer state back.

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import keras
 import tensorflow as tf
 
-from okdph_keras import checkpointing, curves, distribute, loop
+from okdph_keras import baselines, checkpointing, curves, distribute, loop, step
 from okdph_keras.callbacks import EvaluateEachEpoch, Fusion
 from okdph_keras.config import Config, validate
 from okdph_keras.data import sources, views as views_lib
@@ -83,14 +83,13 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
     keras.utils.set_random_seed(config.seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
-    data = load_sources(config)  # fails early on bad data
-    if chief:
-        _write_config(run_dir, config)
+    # Everything that can fail on bad input fails before the run directory is made.
+    _check_writable(config.saved_models_dir, "saved_models_dir")
+    data = load_sources(config)
     state = checkpointing.load_state(run_dir)
     initial_epoch = state["epochs_done"] if state else 0
     steps_per_epoch = math.ceil(data.train.num_examples / config.batch_size)
     train_data, validation_data, test_data = make_datasets(config, data, initial_epoch)
-
     with strategy.scope():
         if state:
             print(f"Resuming {run_dir} after epoch {initial_epoch} of {config.epochs}.")
@@ -98,8 +97,11 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
         else:
             model = build_model(config, data.train)
             model.compile(optimizer=make_optimizer(config, steps_per_epoch))
+    if chief:
+        _write_config(run_dir, config)
 
     multi_worker = distribute.is_multi_worker(strategy)
+    evaluate = loop.evaluate if multi_worker else None
     checkpoint = checkpointing.RunCheckpoint(run_dir, state and state["history"], write=chief)
     start = time.perf_counter()
     if initial_epoch < config.epochs:
@@ -112,8 +114,8 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
             validation_data=validation_data,
             callbacks=[
                 checkpointing.StopOnNonFiniteLoss(run_dir),
-                Fusion(config.fusion_gamma, config.fusion_every, config.fusion_unit),
-                EvaluateEachEpoch(test_data, prefix="test_", evaluate=loop.evaluate if multi_worker else None),
+                *method_callbacks(config, run_dir, train_data.take(steps_per_epoch), chief),
+                EvaluateEachEpoch(test_data, prefix="test_", evaluate=evaluate),
                 checkpoint,
                 *([keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"))] if chief else []),
                 *callbacks,
@@ -121,6 +123,12 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
             **({} if multi_worker else {"shuffle": False}),  # the dataset shuffles itself
             verbose=2,
         )
+        if config.method in AVERAGING_METHODS:  # the weights changed when training ended
+            evaluate = evaluate or (lambda model, data: model.evaluate(data, verbose=0, return_dict=True))
+            final = {f"test_{k}": v for k, v in evaluate(model, test_data).items()}
+            if validation_data is not None:
+                final.update({f"val_{k}": v for k, v in evaluate(model, validation_data).items()})
+            checkpoint.replace_last_epoch(final)
     history = checkpoint.history
     results = summarize(config, history, time.perf_counter() - start)
     if chief:
@@ -145,6 +153,17 @@ def _check_run_dir(run_dir, config):
         raise ValueError(
             f"{run_dir} holds a run with another configuration (it differs in "
             f"{changed}). Pass another --run_name or --output_dir, or delete it."
+        )
+
+
+def _check_writable(path, name):
+    """Fails unless `path` is, or could be created as, a writable directory. Creates nothing."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"Cannot write {name}={path!r}: {existing} is not a writable directory."
         )
 
 
@@ -229,8 +248,36 @@ def make_datasets(config, data, initial_epoch=0):
     return train, evaluation(data.validation), evaluation(data.test)
 
 
+AVERAGING_METHODS = ("swa", "ema")  # the trained weights are replaced by an average at the end
+
+
+def method_callbacks(config, run_dir, bn_data, chief=True):
+    """The callbacks `config.method` trains with: `Fusion` for OKDPH, SWA, EMA.
+
+    Args:
+        config: the run's `Config`.
+        run_dir: the run directory (SWA keeps its running average there).
+        bn_data: training batches over which SWA and EMA recompute the
+            students' BatchNorm statistics for the averaged weights.
+        chief: whether this process writes files.
+    """
+    if config.method == "okdph":
+        return [Fusion(config.fusion_gamma, config.fusion_every, config.fusion_unit)] if config.fusion_gamma else []
+    if config.method == "swa":
+        return [
+            baselines.SWA(
+                start_epoch=min(config.epochs - 1, int(round(config.swa_start * config.epochs))),
+                bn_data=bn_data,
+                state_path=os.path.join(run_dir, "swa_state.npz") if chief else None,
+            )
+        ]
+    if config.method == "ema":
+        return [baselines.EMABatchNorm(bn_data)]
+    return []
+
+
 def build_model(config, train_source):
-    """An `OKDPH` of `config.num_students` students of `config.model`."""
+    """An `OKDPH` of `config.num_students` students of `config.model`, set up for `config.method`."""
     channels = train_source.image_shape[-1] if train_source.image_shape else 3
     input_shape = (config.image_size, config.image_size, channels)
 
@@ -240,6 +287,9 @@ def build_model(config, train_source):
 
     return OKDPH(
         student,
+        objective=config.method if config.method in step.OBJECTIVES else "independent",
+        sam_rho=config.sam_rho if config.method == "sam" else 0.0,
+        sam_adaptive=config.sam_adaptive,
         num_students=config.num_students,
         omega=config.omega,
         beta=config.beta,
@@ -256,7 +306,8 @@ def make_optimizer(config, steps_per_epoch):
     boundaries = [int(round(f * config.epochs)) * steps_per_epoch for f in config.lr_decay_epochs]
     values = [config.learning_rate * config.lr_decay**k for k in range(len(boundaries) + 1)]
     schedule = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-    return keras.optimizers.SGD(schedule, momentum=config.momentum)
+    optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum)
+    return baselines.ema_optimizer(optimizer, config.ema_momentum) if config.method == "ema" else optimizer
 
 
 def summarize(config, history, seconds):

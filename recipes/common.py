@@ -44,6 +44,11 @@ def define_flags(model, image_size, style, normalization):
         "(default 0.1; 0 trains on the whole split, as the paper).",
     )
     flags.DEFINE_integer("seed", None, "Seed (default 42).")
+    flags.DEFINE_enum("method", None, list(config_lib.METHODS), "Training method (default okdph).")
+    flags.DEFINE_float("sam_rho", None, "SAM radius for --method=sam (default 0.05).")
+    flags.DEFINE_bool("sam_adaptive", None, "ASAM instead of SAM (default False).")
+    flags.DEFINE_float("swa_start", None, "Fraction of the epochs after which SWA averages (default 0.75).")
+    flags.DEFINE_float("ema_momentum", None, "Weight EMA momentum for --method=ema (default 0.999).")
     flags.DEFINE_bool("smoke", False, "A seconds-long run on a tiny slice.")
     flags.DEFINE_enum(
         "strategy", "auto", list(distribute.STRATEGIES),
@@ -109,6 +114,11 @@ def config_from_flags(dataset, views_kind, **recipe_defaults):
                 data_fraction=FLAGS.data_fraction,
                 validation_fraction=FLAGS.validation_fraction,
                 seed=FLAGS.seed,
+                method=FLAGS.method,
+                sam_rho=FLAGS.sam_rho,
+                sam_adaptive=FLAGS.sam_adaptive,
+                swa_start=FLAGS.swa_start,
+                ema_momentum=FLAGS.ema_momentum,
                 smoke=FLAGS.smoke or None,
             ).items() if v is not None},
         },

@@ -217,8 +217,8 @@ def test_an_interrupted_export_leaves_nothing_behind(run_dir, exported, tmp_path
             raise KeyboardInterrupt("simulated interruption while writing a model")
         original(path, content)
 
-    original = export._write_bytes
-    monkeypatch.setattr(export, "_write_bytes", fail_on_second)
+    original = export.convert.write_bytes
+    monkeypatch.setattr(export.convert, "write_bytes", fail_on_second)
     with pytest.raises(KeyboardInterrupt):
         export.export_student(run_dir, tmp_path / "new", student=0, variants=["float32", "float16"])
     assert list(tmp_path.iterdir()) == [], "a partial export or a temporary directory was left"
@@ -243,11 +243,11 @@ def test_a_killed_export_is_cleaned_up_by_the_next_one(run_dir, tmp_path):
         import os, signal
         import numpy as np
         from okdph_keras import export
-        original = export._write_bytes
+        original = export.convert.write_bytes
         def write_then_die(path, content):
             original(path, content)
             os.kill(os.getpid(), signal.SIGKILL)
-        export._write_bytes = write_then_die
+        export.convert.write_bytes = write_then_die
         data = np.load({str(tmp_path / "data.npz")!r})
         export.export_student({str(student)!r}, {str(output)!r}, variants=["float32"],
                               normalization="cifar10", held_out=(data["images"], data["labels"]))
@@ -326,3 +326,10 @@ def test_command_line(run_dir, exported, tmp_path, capsys):
     assert "Exported student 1" in printed and "dynamic_range" in printed and "Source test accuracy" in printed
     metadata = json.loads((output / "metadata.json").read_text())
     assert sorted(metadata["variants"]) == ["dynamic_range", "float32", "saved_model"]
+
+    process = subprocess.run(  # python -m okdph_keras.export: the same command line
+        [sys.executable, "-m", "okdph_keras.export", str(run_dir), "--output", str(output)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert process.returncode == 1 and "already exists" in process.stderr, process.stderr[-3000:]
+    assert "RuntimeWarning" not in process.stderr  # runpy's, were __main__ imported by the package

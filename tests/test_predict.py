@@ -1,17 +1,28 @@
 """okdph_keras.predict: top-k classes of image files with an exported student."""
 
+import importlib
 import shutil
 import subprocess
 import sys
 
 import keras
 import numpy as np
+import PIL.Image
 import pytest
 import tensorflow as tf
 
+import okdph_keras
 from okdph_keras import export, predict
+from okdph_keras.data.views import eval_transform
 from okdph_keras.models import small_cnn
 from test_export import CLASSES, REPO_ROOT, colour_patches, normalized
+
+# What `okdph_keras` exported when its __init__ imported everything (before it became lazy).
+PACKAGE_NAMES = (
+    "callbacks", "data", "hybrid", "losses", "models", "step", "train", "Fusion", "Config",
+    "default_views", "reference_config", "load_source", "make_view", "multi_view_dataset",
+    "convex_combination", "sample_coefficients", "OKDPH", "get_model",
+)
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +141,97 @@ def test_bad_inputs_give_clear_errors(exported, image_files, tmp_path, capsys):
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"not a flatbuffer")
     assert "Could not load the TFLite model" in fails(junk, paths[0])
+
+
+def test_every_name_of_the_package_imports_lazily():
+    assert set(PACKAGE_NAMES) <= set(okdph_keras.__all__)
+    for name in okdph_keras.__all__:
+        namespace = {}
+        exec(f"from okdph_keras import {name}", namespace)  # noqa: S102
+        if name in okdph_keras._NAMES:
+            defined_in = importlib.import_module(f"okdph_keras.{okdph_keras._NAMES[name]}")
+            assert namespace[name] is getattr(defined_in, name), name
+        else:
+            assert namespace[name] is importlib.import_module(f"okdph_keras.{name}"), name
+        assert getattr(okdph_keras, name) is namespace[name], name
+    namespace = {}
+    exec("from okdph_keras import *", namespace)  # noqa: S102
+    assert set(okdph_keras.__all__) <= set(namespace) and set(okdph_keras.__all__) <= set(dir(okdph_keras))
+    assert okdph_keras.config.Config is okdph_keras.Config and okdph_keras.export.VARIANTS
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
+        okdph_keras.no_such_name  # noqa: B018
+
+
+def test_predicting_a_png_with_tflite_imports_neither_keras_nor_tensorflow(exported, image_files):
+    paths, expected = image_files
+    pngs = [path for path in paths if path.endswith(".png")]
+    script = f"""
+import sys
+heavy = lambda: [m for m in ("keras", "tensorflow", "okdph_keras.train", "okdph_keras.data") if m in sys.modules]
+from okdph_keras import predict
+assert heavy() == [], f"import okdph_keras.predict loaded {{heavy()}}"
+predict.main([{str(exported / "model_float32.tflite")!r}, *{pngs!r}])
+assert heavy() == [], f"predicting PNGs with a .tflite model loaded {{heavy()}}"
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert top1_lines(result.stdout, pngs) == [expected[paths.index(path)] for path in pngs]
+
+
+def tensorflow_transform(image, size, style):
+    """The training-time reference: `eval_transform` (None: a plain antialiased resize), uint8."""
+    if style is None:
+        image = tf.image.resize(tf.cast(image, tf.float32), [size, size], antialias=True)
+    else:
+        image = eval_transform(style, size)(tf.constant(image))
+    return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8).numpy()
+
+
+@pytest.mark.parametrize("style", ["cifar", "imagenet", None])
+def test_the_numpy_transform_matches_eval_transform(style):
+    rng = np.random.default_rng(0)
+    differing = total = 0
+    for shape, size in [((16, 16, 3), 16), ((32, 32, 3), 16), ((17, 23, 3), 16), ((7, 9, 1), 16),
+                        ((61, 40, 3), 32), ((300, 200, 3), 224), ((250, 333, 1), 56), ((1, 5, 3), 4)]:
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        expected = tensorflow_transform(image, size, style)
+        actual = predict.transform_image(image, size, style)
+        assert actual.dtype == np.uint8 and actual.shape == expected.shape == (size, size, shape[-1])
+        difference = np.abs(actual.astype(int) - expected)
+        assert difference.max() <= 1, f"{shape} -> {size}, style {style}: off by {difference.max()}"
+        differing += np.count_nonzero(difference)
+        total += difference.size
+    assert differing / total < 1e-3, "off by one only where a float32 sum lands next to .5"
+
+
+def image_file(folder, kind, rng):
+    """A square image file of `kind` and its path."""
+    if kind == "png16_grey":  # Pillow cannot write 16-bit PNGs from numpy
+        path = folder / "grey16.png"
+        tf.io.write_file(str(path), tf.io.encode_png(rng.integers(0, 65536, (24, 24, 1), dtype=np.uint16)))
+        return path
+    mode, file_format = {"png": ("RGB", "PNG"), "png_grey": ("L", "PNG"), "png_rgba": ("RGBA", "PNG"),
+                         "png_palette": ("P", "PNG"), "jpeg": ("RGB", "JPEG"), "bmp": ("RGB", "BMP"),
+                         "gif": ("RGB", "GIF")}[kind]
+    channels = {"L": 1, "RGBA": 4}.get(mode, 3)
+    pixels = rng.integers(0, 256, (24, 24, channels), dtype=np.uint8)
+    image = PIL.Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels)
+    if mode == "P":
+        image = image.quantize(64)
+    path = folder / f"{kind}.{file_format.lower()}"
+    image.save(path, format=file_format)
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind", ["png", "png_grey", "png_rgba", "png_palette", "png16_grey", "jpeg", "bmp", "gif"]
+)
+def test_image_files_give_the_pixels_tensorflow_decodes(kind, tmp_path):
+    path = str(image_file(tmp_path, kind, np.random.default_rng(1)))
+    for channels in (3, 1) if kind.startswith(("png", "jpeg")) else (3,):  # TF reads BMP, GIF in colour only
+        decoded = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False).numpy()
+        # At the image's own size, the cifar transform only converts: the decoded pixels.
+        np.testing.assert_array_equal(predict.load_image(path, 24, channels, "cifar"), decoded)
+        difference = predict.load_image(path, 16, channels, "imagenet").astype(int) - tensorflow_transform(
+            decoded, 16, "imagenet")
+        assert np.abs(difference).max() <= 1, kind

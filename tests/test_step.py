@@ -263,3 +263,35 @@ def test_baseline_teachers_carry_no_gradient(objective, rng, batch):
 def test_an_unknown_objective_is_refused():
     with pytest.raises(ValueError, match="objective='mutual' is not supported; expected one of"):
         OKDPH(tiny_student, objective="mutual")
+
+
+def test_sharpness_aware_step_perturbs_each_student_as_if_alone(rng, batch):
+    images, labels, _ = batch
+    students = make_students(2, rng, dtype="float64")
+    views = [images.astype("float64")] * 3
+    rho = 0.1
+    gradients, _ = step.compute_gradients(
+        students, views, labels, tf.constant([0.5, 0.5], tf.float64), objective="independent",
+        sharpness={"rho": rho, "adaptive": False}, omega=1.0, beta=0.0, temperature=1.0)
+    offset = 0
+    for student in students:
+        # numpy-side SAM for this student alone, on a separate copy of it.
+        copy = tiny_student(dtype="float64")
+        copy.set_weights(student.get_weights())
+        def gradient_at(weights):
+            for variable, value in zip(copy.trainable_variables, weights):
+                variable.assign(value)
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    labels, copy(views[0], training=True)))
+            return [g.numpy() for g in tape.gradient(loss, copy.trainable_variables)]
+        weights = [v.numpy() for v in copy.trainable_variables]
+        g = gradient_at(weights)
+        norm = np.sqrt(sum(np.sum(x**2) for x in g))
+        expected = gradient_at([w + rho * x / norm for w, x in zip(weights, g)])
+        for got, want in zip(gradients[offset: offset + len(expected)], expected):
+            np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=1e-9)
+        offset += len(expected)
+        # The students' weights are back exactly where they were.
+        for variable, value in zip(student.trainable_variables, weights):
+            np.testing.assert_array_equal(variable.numpy(), value)

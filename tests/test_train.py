@@ -5,6 +5,7 @@ import dataclasses
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from okdph_keras import checkpointing, train
 from okdph_keras.config import Config, validate
@@ -128,3 +129,36 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path
     model = keras.saving.load_model(run_dir / state["checkpoint"])
     assert all(np.isfinite(v.numpy()).all() for v in model.variables if v.dtype.startswith("float"))
     assert not (run_dir / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    "method, objective, sam_rho",
+    [("okdph", "okdph", 0.0), ("independent", "independent", 0.0), ("dml", "dml", 0.0),
+     ("kdcl", "kdcl", 0.0), ("sam", "independent", 0.05), ("swa", "independent", 0.0),
+     ("ema", "independent", 0.0)],
+)
+def test_each_method_builds_its_model_optimizer_and_callbacks(tmp_path, method, objective, sam_rho):
+    config = config_for(tmp_path, method=method, epochs=8, swa_start=0.75)
+    model = train.build_model(config, from_arrays(np.zeros((2, 8, 8, 1), np.uint8), [0, 1]))
+    assert model.objective == objective and model.sam_rho == sam_rho
+    assert train.make_optimizer(config, 10).use_ema == (method == "ema")
+    callbacks = train.method_callbacks(config, str(tmp_path), bn_data=tf.data.Dataset.range(1))
+    names = [type(c).__name__ for c in callbacks]
+    assert names == {"okdph": ["Fusion"], "swa": ["SWA"], "ema": ["EMABatchNorm"]}.get(method, [])
+    if method == "swa":
+        assert callbacks[0].start_epoch == 6
+
+
+def test_averaging_methods_leave_checkpoint_and_results_on_the_averaged_weights(tmp_path, labelled_arrays):
+    config = config_for(tmp_path, method="swa", epochs=3, batch_size=64, swa_start=0.3,
+                        views=("none", "none", "none"))
+    results = train.run(config)
+    state = checkpointing.load_state(tmp_path / "unit")
+    model = keras.saving.load_model(tmp_path / "unit" / state["checkpoint"])
+    averaged = np.load(tmp_path / "unit" / "swa_state.npz")
+    assert (tmp_path / "unit" / "swa_state.npz").exists() and len(averaged.files) > 0
+    data = train.load_sources(config)
+    _, _, test = train.make_datasets(config, data)
+    figures = model.evaluate(test, verbose=0, return_dict=True)
+    assert results["final_test_accuracy"]["student_0"] == pytest.approx(figures["student_0_accuracy"])
+    assert state["history"]["test_student_0_ce"][-1] == pytest.approx(figures["student_0_ce"], rel=1e-5)

@@ -11,6 +11,10 @@ with `epochs` given a run resumed at epoch k sees the batches an uninterrupted
 run would have seen.
 """
 
+import math
+import numbers
+
+import numpy as np
 import tensorflow as tf
 
 from okdph_keras.data.sources import Source
@@ -52,6 +56,9 @@ def _examples(data):
         counted = data.dataset.apply(tf.data.experimental.assert_cardinality(data.num_examples))
         return counted, data.num_examples
     images, labels = data
+    shape = tuple(getattr(images, "shape", None) or np.shape(images))
+    if len(shape) != 4:
+        raise ValueError(f"images must be an array [N, H, W, C]; got shape {shape}.")
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels.")
     return tf.data.Dataset.from_tensor_slices((images, labels)), len(images)
@@ -60,6 +67,38 @@ def _examples(data):
 def _check_batch_size(batch_size):
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}.")
+
+
+def _check_finishing(examples, normalization, noise_mean, noise_std):
+    """Fails unless `normalization` fits the images' channels and the noise is sane."""
+    for name, value in (("noise_mean", noise_mean), ("noise_std", noise_std)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ValueError(f"{name}={value!r} is not allowed; it must be a finite number.")
+    if noise_std < 0:
+        raise ValueError(f"noise_std={noise_std!r} is not allowed; it must be a finite number >= 0.")
+    if normalization is None:
+        return
+    try:
+        mean, std = (np.asarray(values, np.float64) for values in normalization)
+    except (TypeError, ValueError):
+        mean = std = None
+    if mean is None or mean.ndim != 1 or mean.shape != std.shape or not len(mean):
+        raise ValueError(
+            f"normalization={normalization!r} is not allowed; expected (mean, std) with one "
+            "value per channel each."
+        )
+    if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+        raise ValueError(
+            f"normalization={normalization!r} is not allowed; values must be finite and "
+            "every std > 0."
+        )
+    channels = examples.element_spec[0].shape[-1]
+    if channels is not None and len(mean) not in (1, channels):
+        raise ValueError(
+            f"normalization has {len(mean)} values per channel but the images have "
+            f"{channels} channels; give {channels} (or 1, for all): normalization="
+            f"{normalization!r}."
+        )
 
 
 def _stateless_seed(seed, stream, epoch, index):
@@ -128,6 +167,7 @@ def multi_view_dataset(
     views = [_as_view(v) for v in views]
     _check_batch_size(batch_size)
     examples, num_examples = _examples(data)
+    _check_finishing(examples, normalization, noise_mean, noise_std)
     buffer = max(1, min(num_examples, MAX_SHUFFLE_BUFFER))
 
     num_views = len(views)
@@ -214,6 +254,7 @@ def eval_dataset(
     """
     _check_batch_size(batch_size)
     examples, _ = _examples(data)
+    _check_finishing(examples, normalization, noise_mean, noise_std)
     transform = transform or (lambda image: tf.cast(image, tf.float32))
     dataset = examples.map(
         lambda image, label: (transform(image), label), num_parallel_calls=AUTOTUNE

@@ -270,6 +270,8 @@ def _load_image_folder(data_dir, split):
         raise FileNotFoundError(f"Image folder {root} has no {wanted} folder; {FOLDER_LAYOUT}.")
 
     class_names = _class_folders(split_dir)
+    if not class_names:
+        raise ValueError(f"No class folders in {split_dir}; {FOLDER_LAYOUT}.")
     if other_dir is not None and os.path.isdir(other_dir):
         other_names = _class_folders(other_dir)
         if other_names != class_names:
@@ -290,7 +292,10 @@ def _load_image_folder(data_dir, split):
         paths += files
         labels += [label] * len(files)
     if not paths:
-        raise ValueError(f"No images in class folders under {split_dir}; {FOLDER_LAYOUT}.")
+        raise ValueError(
+            f"No images in class folders under {split_dir} (class folders: {class_names}; "
+            f"image files end in {', '.join(IMAGE_EXTENSIONS)}, in any case); {FOLDER_LAYOUT}."
+        )
 
     image_shape = _probe_shape(paths)
     labels = np.array(labels, np.int64)

@@ -1,0 +1,414 @@
+"""Bad input and faults: every kind fails fast, with a clear error, leaving no outputs.
+
+One table: each case sets up (untimed), then returns the call that must fail. The test
+checks the exception type, a message naming the bad value and what is allowed, that
+the call fails within `MAX_SECONDS`, and that the run's `output_dir` and
+`saved_models_dir` hold nothing afterwards. Runs use a tiny class-per-folder PNG tree
+built once for the module.
+"""
+
+import functools
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds  # noqa: F401  (imported here so its import time is not a case's)
+
+from helpers import IMAGE_SHAPE, NUM_CLASSES, tiny_student
+from okdph_keras import OKDPH, train
+from okdph_keras.config import Config, validate
+from okdph_keras.data import from_arrays, load_source, make_view, multi_view_dataset
+from okdph_keras.models import get_model
+
+MAX_SECONDS = 10.0
+CLASSES = ("cat", "dog")
+IS_ROOT = os.geteuid() == 0
+
+
+def write_pngs(folder, count, shape=(8, 8, 3), seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        image = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        (folder / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+
+
+@pytest.fixture(scope="module")
+def image_tree(tmp_path_factory):
+    """train/<class>/*.png (3 each) and test/<class>/*.png (2 each), 8x8 RGB."""
+    root = tmp_path_factory.mktemp("images")
+    for seed, (split, count) in enumerate((("train", 3), ("test", 2))):
+        for k, name in enumerate(CLASSES):
+            write_pngs(root / split / name, count, seed=10 * seed + k)
+    return root
+
+
+class Context:
+    """What a case needs: a private directory, the shared tree, and its run's outputs."""
+
+    def __init__(self, tmp_path, image_tree):
+        self.tmp_path = tmp_path
+        self.image_tree = image_tree
+        self.output_dir = tmp_path / "runs"
+        self.saved_models_dir = tmp_path / "saved_models"
+
+    def config(self, **overrides):
+        values = dict(
+            dataset="image_folder",
+            data_dir=str(self.image_tree),
+            model="small_cnn",
+            views=("hflip", "cutout", "none"),
+            style="cifar",
+            image_size=8,
+            normalization=((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+            epochs=1,
+            batch_size=4,
+            output_dir=str(self.output_dir),
+            saved_models_dir=str(self.saved_models_dir),
+            run_name="bad_input",
+        )
+        values.update(overrides)
+        return Config(**values)
+
+    def run(self, **overrides):
+        """The failing call: `train.run` of the base config with `overrides`."""
+        config = self.config(**overrides)
+        return lambda: train.run(config)
+
+    def tree_copy(self):
+        root = self.tmp_path / "tree"
+        shutil.copytree(self.image_tree, root)
+        return root
+
+    def unwritable_dir(self):
+        """A path no one can create files in: a 0o500 directory, or (as root) under a file."""
+        if IS_ROOT:  # root writes anywhere: a path under a regular file fails for everyone
+            blocker = self.tmp_path / "a_file"
+            blocker.write_text("not a directory")
+            return blocker / "outputs"
+        folder = self.tmp_path / "read_only"
+        folder.mkdir()
+        folder.chmod(0o500)
+        return folder
+
+    def leftovers(self):
+        found = []
+        for root in (self.output_dir, self.saved_models_dir):
+            if os.path.isdir(root):
+                for directory, folders, files in os.walk(root):
+                    found += [os.path.join(directory, f) for f in files + folders]
+        return found
+
+
+# --- OKDPH.fit inputs --------------------------------------------------------------------
+
+
+def linear_student():
+    """The cheapest student to trace and compile: the checks do not depend on it."""
+    return keras.Sequential(
+        [keras.Input(IMAGE_SHAPE), keras.layers.Flatten(), keras.layers.Dense(NUM_CLASSES)]
+    )
+
+
+def okdph(**compile_options):
+    model = OKDPH(linear_student, num_students=2)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), **compile_options)
+    return model
+
+
+@functools.cache
+def shared_okdph():
+    """One compiled OKDPH for the label cases, so that they share one traced step
+    (a failing step changes no variable)."""
+    return okdph()
+
+
+def arrays(num=8, labels=None, channels=IMAGE_SHAPE[-1]):
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, size=(num, *IMAGE_SHAPE[:2], channels)).astype("float32")
+    views = np.stack([images, images[:, ::-1], images[:, :, ::-1]], axis=1)  # [B, 3, H, W, C]
+    if labels is None:
+        labels = rng.integers(0, NUM_CLASSES, size=num)
+    return views, np.asarray(labels)
+
+
+def fit_call(model, x, y):
+    return lambda: model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)
+
+
+def labels_with(bad_value):
+    labels = np.arange(8) % NUM_CLASSES
+    labels[5] = bad_value
+    return labels
+
+
+def fit_views_tuple_of_2(ctx):
+    views, labels = arrays()
+    return fit_call(okdph(), (views[:, 0], views[:, 1]), labels)
+
+
+def fit_views_tensor_of_4(ctx):
+    views, labels = arrays()
+    return fit_call(okdph(), np.concatenate([views, views[:, :1]], axis=1), labels)
+
+
+def fit_label_equal_to_num_classes(ctx):
+    views, _ = arrays()
+    return fit_call(shared_okdph(), views, labels_with(NUM_CLASSES))
+
+
+def fit_label_negative(ctx):
+    views, _ = arrays()
+    return fit_call(shared_okdph(), views, labels_with(-1))
+
+
+def evaluate_label_out_of_range(ctx):
+    views, _ = arrays()
+    model = shared_okdph()
+    return lambda: model.evaluate(views, labels_with(NUM_CLASSES), batch_size=4, verbose=0)
+
+
+def fit_label_out_of_range_mirrored(ctx):
+    views, _ = arrays()
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        model = okdph()
+    return fit_call(model, views, labels_with(NUM_CLASSES))
+
+
+def fit_label_out_of_range_auto_jit(ctx):
+    """Keras' jit_compile="auto" means XLA on one GPU, which drops the label check."""
+    views, _ = arrays()
+    model = okdph(jit_compile="auto")
+    assert model.jit_compile is False  # OKDPH resolves "auto" to no XLA, on every device
+    return fit_call(model, views, labels_with(NUM_CLASSES))
+
+
+def fit_one_hot_labels(ctx):
+    views, labels = arrays()
+    return fit_call(okdph(), views, keras.utils.to_categorical(labels, NUM_CLASSES))
+
+
+def fit_images_of_rank_3(ctx):
+    views, labels = arrays()
+    return fit_call(okdph(), views[:, 0, ..., 0], labels)  # [B, H, W]
+
+
+def fit_images_with_3_channels(ctx):
+    views, labels = arrays(channels=3)  # the students take 1 channel
+    return fit_call(okdph(), views, labels)
+
+
+# --- OKDPH construction ------------------------------------------------------------------
+
+
+def okdph_single_student(ctx):
+    return lambda: OKDPH([tiny_student()])
+
+
+def okdph_heterogeneous_shapes(ctx):
+    students = [tiny_student(width=4), tiny_student(width=6)]
+    return lambda: OKDPH(students)
+
+
+def okdph_heterogeneous_variable_count(ctx):
+    students = [tiny_student(batch_norm=True), tiny_student(batch_norm=False)]
+    return lambda: OKDPH(students)
+
+
+def okdph_unknown_hybrid(ctx):
+    return lambda: OKDPH(tiny_student, hybrid="median")
+
+
+# --- registries and data -----------------------------------------------------------------
+
+
+def unknown_model_name(ctx):
+    return lambda: get_model("resnet9000", num_classes=10)
+
+
+def unknown_view_name(ctx):
+    return lambda: make_view("vflip", "cifar", 8, seed=0)
+
+
+def unknown_tfds_dataset(ctx):
+    return lambda: load_source("cifar11", "train", data_dir=str(ctx.tmp_path / "tfds"))
+
+
+def pipeline_images_of_rank_3(ctx):
+    images, labels = np.zeros((8, 8, 8), np.float32), np.zeros(8, np.int64)
+    return lambda: multi_view_dataset((images, labels), [None, None, None], batch_size=4)
+
+
+def pipeline_normalization_length(ctx):
+    source = from_arrays(np.zeros((4, 8, 8, 3), np.uint8), np.arange(4) % 2)
+    views = [make_view(name, "cifar", 8, seed=0) for name in ("hflip", "cutout", "none")]
+    return lambda: multi_view_dataset(
+        source, views, batch_size=4, normalization=((0.5, 0.5), (0.2, 0.2)))
+
+
+def pipeline_negative_noise_std(ctx):
+    source = from_arrays(np.zeros((4, 8, 8, 3), np.uint8), np.arange(4) % 2)
+    return lambda: multi_view_dataset(source, [None, None, None], batch_size=4, noise_std=-0.1)
+
+
+# --- train.run ---------------------------------------------------------------------------
+
+
+def run_with(**overrides):
+    return lambda ctx: ctx.run(**overrides)
+
+
+def run_missing_data_dir(ctx):
+    return ctx.run(data_dir=str(ctx.tmp_path / "no_such_folder"))
+
+
+def run_data_dir_without_class_folders(ctx):
+    root = ctx.tmp_path / "empty_tree"
+    (root / "train").mkdir(parents=True)
+    (root / "test").mkdir()
+    return ctx.run(data_dir=str(root))
+
+
+def run_class_folders_without_images(ctx):
+    root = ctx.tmp_path / "imageless_tree"
+    for split in ("train", "test"):
+        for name in CLASSES:
+            (root / split / name).mkdir(parents=True)
+            (root / split / name / "notes.txt").write_text("no images here")
+    return ctx.run(data_dir=str(root))
+
+
+def run_corrupt_image(ctx):
+    root = ctx.tree_copy()
+    (root / "train" / "dog" / "1.png").write_bytes(b"<html>404 Not Found</html>")
+    return ctx.run(data_dir=str(root))
+
+
+def run_unknown_tfds_dataset(ctx):
+    return ctx.run(dataset="cifar11", data_dir=str(ctx.tmp_path / "tfds"))
+
+
+def run_unwritable_output_dir(ctx):
+    ctx.output_dir = ctx.unwritable_dir()
+    return ctx.run(output_dir=str(ctx.output_dir))
+
+
+def run_unwritable_saved_models_dir(ctx):
+    ctx.saved_models_dir = ctx.unwritable_dir()
+    return ctx.run(saved_models_dir=str(ctx.saved_models_dir))
+
+
+def run_normalization_length(ctx):
+    return ctx.run(normalization=((0.5, 0.5), (0.25, 0.25)))  # the images are RGB
+
+
+RANGE = r"it must be a number in"
+CASES = [
+    # Options out of range (train.run validates before touching anything).
+    pytest.param(run_with(omega=1.5), ValueError, rf"omega=1.5 is not allowed; {RANGE} \[0.0, 1.0\]", id="omega_above_1"),
+    pytest.param(run_with(beta=-0.5), ValueError, rf"beta=-0.5 is not allowed; {RANGE} \[0.0, inf\)", id="beta_negative"),
+    pytest.param(run_with(temperature=0.0), ValueError, r"temperature=0.0 is not allowed; it must be a number > 0", id="temperature_zero"),
+    pytest.param(run_with(batch_size=0), ValueError, r"batch_size=0 is not allowed; it must be an integer >= 1", id="batch_size_0"),
+    pytest.param(run_with(epochs=0), ValueError, r"epochs=0 is not allowed; it must be an integer >= 1", id="epochs_0"),
+    pytest.param(run_with(learning_rate=-0.1), ValueError, rf"learning_rate=-0.1 is not allowed; {RANGE} \[0.0, inf\)", id="learning_rate_negative"),
+    pytest.param(run_with(fusion_gamma=1.5), ValueError, rf"fusion_gamma=1.5 is not allowed; {RANGE} \[0.0, 1.0\]", id="fusion_gamma_above_1"),
+    pytest.param(run_with(fusion_every=0), ValueError, r"fusion_every=0 is not allowed; it must be an integer >= 1", id="fusion_every_0"),
+    pytest.param(run_with(data_fraction=0.0), ValueError, r"data_fraction=0.0 is not allowed; it must be in \(0, 1\]", id="data_fraction_0"),
+    pytest.param(run_with(validation_fraction=1.0), ValueError, r"validation_fraction=1.0 is not allowed; it must be in \[0, 1\)", id="validation_fraction_1"),
+    pytest.param(run_with(lr_decay_epochs=(0.5, 1.5)), ValueError, r"lr_decay_epochs=\(0.5, 1.5\) is not allowed; each must be a fraction of the epochs in \(0, 1\); 1.5 is not", id="lr_decay_epochs_above_1"),
+    pytest.param(run_with(noise_std=-0.1), ValueError, rf"noise_std=-0.1 is not allowed; {RANGE} \[0.0, inf\)", id="noise_std_negative"),
+    pytest.param(run_with(run_name="a/b"), ValueError, r"run_name='a/b' is not allowed; it must be a plain directory name", id="run_name_with_slash"),
+    pytest.param(run_with(model="resnet9000"), ValueError, r"model='resnet9000' is not allowed; known models: \[.*'small_cnn'", id="run_unknown_model"),
+    pytest.param(run_with(views=("hflip", "vflip", "none")), ValueError, r"Unknown view 'vflip'; known views: \[.*'hflip'", id="run_unknown_view"),
+    pytest.param(run_with(hybrid="median"), ValueError, r"hybrid='median' is not allowed; expected one of \('mean', 'dirichlet'\)", id="run_unknown_hybrid"),
+    pytest.param(run_with(views=("hflip", "none")), ValueError, r"views=\('hflip', 'none'\) is not allowed; give one view per network: at least 2 students", id="run_single_student"),
+    pytest.param(run_with(normalization=((0.5, 0.5, 0.5), (0.25, 0.25))), ValueError, r"normalization=.* is not allowed; expected \(mean, std\) with one value per channel each", id="normalization_mean_std_lengths_differ"),
+    pytest.param(run_with(normalization=((0.5,), (0.0,))), ValueError, r"normalization=.* is not allowed; every std must be > 0", id="normalization_std_zero"),
+    # Data (train.run loads the data before it writes anything).
+    pytest.param(run_missing_data_dir, FileNotFoundError, r"Image folder root .*no_such_folder does not exist; expected layout: <root>/train/<class>/", id="missing_data_dir"),
+    pytest.param(run_data_dir_without_class_folders, ValueError, r"No class folders in .*empty_tree/train; expected layout", id="data_dir_without_class_folders"),
+    pytest.param(run_class_folders_without_images, ValueError, r"No images in class folders under .*imageless_tree/train \(class folders: \['cat', 'dog'\]; image files end in \.jpg", id="class_folders_without_images"),
+    pytest.param(run_corrupt_image, ValueError, r"Could not read or decode image file .*train/dog/1\.png", id="corrupt_image"),
+    pytest.param(run_unknown_tfds_dataset, ValueError, r"Unknown dataset 'cifar11': not a TFDS dataset name\. Image-classification names include cifar10", id="run_unknown_tfds_dataset"),
+    pytest.param(run_unwritable_output_dir, ValueError, r"Cannot write the run directory .*bad_input", id="unwritable_output_dir"),
+    pytest.param(run_unwritable_saved_models_dir, ValueError, r"saved_models_dir", id="unwritable_saved_models_dir"),
+    pytest.param(run_normalization_length, ValueError, r"normalization has 2 values per channel but the images have 3 channels", id="run_normalization_wrong_length"),
+    # OKDPH.
+    pytest.param(okdph_single_student, ValueError, r"OKDPH needs at least 2 students; got 1", id="okdph_single_student"),
+    pytest.param(okdph_heterogeneous_shapes, ValueError, r"homogeneous .* trainable_variables\[0\] differs: student 0 has .*\(3, 3, 1, 4\).*student 1 has .*\(3, 3, 1, 6\)", id="okdph_heterogeneous_shapes"),
+    pytest.param(okdph_heterogeneous_variable_count, ValueError, r"homogeneous .*differs: student 0 has .*batch_normalization.*student 1 has ", id="okdph_heterogeneous_variable_count"),
+    pytest.param(okdph_unknown_hybrid, ValueError, r"hybrid='median' is not supported; expected one of \('mean', 'dirichlet'\)", id="okdph_unknown_hybrid"),
+    pytest.param(fit_views_tuple_of_2, ValueError, r"OKDPH with 2 students takes 3 views \(one per student, then the HWM\); got 2", id="fit_tuple_of_2_views"),
+    pytest.param(fit_views_tensor_of_4, ValueError, r"takes 3 views on axis 1 of a \[B, M\+1, \.\.\.\] tensor; got shape \(\w+, 4, 8, 8, 1\)", id="fit_tensor_of_4_views"),
+    pytest.param(fit_label_equal_to_num_classes, tf.errors.InvalidArgumentError, r"labels must be class indices in \[0, 5\) \(the students output 5 logits\); got label\] \[5\] \[at batch position\] \[1\]", id="fit_label_equal_to_num_classes"),
+    pytest.param(fit_label_negative, tf.errors.InvalidArgumentError, r"labels must be class indices in \[0, 5\) \(the students output 5 logits\); got label\] \[-1\] \[at batch position\] \[1\]", id="fit_label_negative"),
+    pytest.param(evaluate_label_out_of_range, tf.errors.InvalidArgumentError, r"labels must be class indices in \[0, 5\) \(the students output 5 logits\); got label\] \[5\]", id="evaluate_label_out_of_range"),
+    pytest.param(fit_label_out_of_range_mirrored, tf.errors.InvalidArgumentError, r"labels must be class indices in \[0, 5\) \(the students output 5 logits\); got label\] \[5\]", id="fit_label_out_of_range_mirrored"),
+    pytest.param(fit_label_out_of_range_auto_jit, tf.errors.InvalidArgumentError, r"labels must be class indices in \[0, 5\) \(the students output 5 logits\); got label\] \[5\]", id="fit_label_out_of_range_auto_jit"),
+    pytest.param(fit_one_hot_labels, ValueError, r"integer class indices of shape \[B\]; got labels of shape \(\w+, 5\) \(one-hot labels are not supported: pass their argmax", id="fit_one_hot_labels"),
+    pytest.param(fit_images_of_rank_3, ValueError, r"OKDPH expected images of rank 4 .* or rank 5 .*; got shape \(\w+, 8, 8\)", id="fit_images_of_rank_3"),
+    pytest.param(fit_images_with_3_channels, ValueError, r"OKDPH's students take images of shape \(8, 8, 1\) \(\[B, H, W, C\], 1 channel\(s\)\); view 0 has shape \(\w+, 8, 8, 3\)", id="fit_images_with_wrong_channels"),
+    # Registries and data, called directly.
+    pytest.param(unknown_model_name, ValueError, r"Unknown model 'resnet9000'; known models: \[.*'resnet32'", id="get_model_unknown_name"),
+    pytest.param(unknown_view_name, ValueError, r"Unknown view 'vflip'; expected one of \('none', 'hflip'", id="make_view_unknown_name"),
+    pytest.param(unknown_tfds_dataset, ValueError, r"Unknown dataset 'cifar11': not a TFDS dataset name", id="load_source_unknown_tfds_dataset"),
+    pytest.param(pipeline_images_of_rank_3, ValueError, r"images must be an array \[N, H, W, C\]; got shape \(8, 8, 8\)", id="pipeline_images_of_rank_3"),
+    pytest.param(pipeline_normalization_length, ValueError, r"normalization has 2 values per channel but the images have 3 channels; give 3 \(or 1, for all\)", id="pipeline_normalization_wrong_length"),
+    pytest.param(pipeline_negative_noise_std, ValueError, r"noise_std=-0.1 is not allowed; it must be a finite number >= 0", id="pipeline_noise_std_negative"),
+]
+
+
+@pytest.mark.parametrize("case, error, message", CASES)
+def test_bad_input_fails_fast_and_clearly(case, error, message, tmp_path, image_tree):
+    ctx = Context(tmp_path, image_tree)
+    call = case(ctx)
+    start = time.perf_counter()
+    try:
+        with pytest.raises(error, match=message):
+            call()
+        elapsed = time.perf_counter() - start
+        assert elapsed < MAX_SECONDS, f"took {elapsed:.1f} s to fail"
+        assert ctx.leftovers() == []
+    finally:
+        for path in (tmp_path / "read_only",):
+            if path.exists():
+                path.chmod(0o700)  # so that pytest can clean up
+
+
+def test_table_covers_enough_kinds():
+    assert len(CASES) >= 24
+    assert len({case.id for case in CASES}) == len(CASES)
+
+
+def test_the_base_config_is_valid_and_loads(tmp_path, image_tree):
+    """The runs above fail because of their one bad value, not the base config."""
+    config = Context(tmp_path, image_tree).config()
+    validate(config)
+    data = train.load_sources(config)
+    assert data.train.image_shape == (8, 8, 3) and data.train.num_classes == len(CLASSES)
+    datasets = train.make_datasets(config, data)
+    views, labels = next(iter(datasets[0]))
+    assert len(views) == 3 and views[0].shape[1:] == (8, 8, 3)
+    assert not os.path.exists(config.output_dir) and not os.path.exists(config.saved_models_dir)
+
+
+def test_the_base_fit_inputs_train(tmp_path):
+    """The OKDPH cases above fail because of their one bad input."""
+    views, labels = arrays()
+    history = shared_okdph().fit(views, labels, batch_size=4, epochs=1, verbose=0, shuffle=False)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_a_batch_with_a_bad_label_changes_no_variable():
+    """The losses, hence the update, wait for the label check."""
+    model = okdph()
+    before = [v.numpy().copy() for v in model.variables]
+    views, _ = arrays()
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"got label\] \[5\] \[at batch position\] \[0\]"):
+        model.fit(views, np.full(8, NUM_CLASSES), batch_size=8, epochs=1, verbose=0)
+    for variable, value in zip(model.variables, before):
+        np.testing.assert_array_equal(variable.numpy(), value, err_msg=variable.path)
