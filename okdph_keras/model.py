@@ -357,13 +357,14 @@ class OKDPH(keras.Model):
             return tf.cast(labels, tf.int32)
         # Compared before the cast, so that neither -0.5 nor 2**32 + 1 passes as a class.
         outside = tf.logical_or(labels < 0, labels >= num_classes)
-        first = tf.argmax(tf.cast(outside, tf.int32), output_type=tf.int32)
+        # The first bad position, or B when none; safe on an empty replica batch.
+        first = tf.argmax(tf.concat([tf.cast(outside, tf.int32), [1]], 0), output_type=tf.int32)
         check = tf.debugging.Assert(
             tf.logical_not(tf.reduce_any(outside)),
             [
                 f"OKDPH: labels must be class indices in [0, {num_classes}) (the students "
                 f"output {num_classes} logits); got label",
-                tf.gather(labels, first),
+                tf.gather(tf.concat([labels, tf.zeros([1], labels.dtype)], 0), first),
                 "at batch position",
                 first,
             ],

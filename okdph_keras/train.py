@@ -89,7 +89,9 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
     state = checkpointing.load_state(run_dir)
     initial_epoch = state["epochs_done"] if state else 0
     steps_per_epoch = math.ceil(data.train.num_examples / config.batch_size)
-    train_data, validation_data, test_data = make_datasets(config, data, initial_epoch)
+    train_data, validation_data, test_data = make_datasets(
+        config, data, initial_epoch, strategy.num_replicas_in_sync
+    )
     with strategy.scope():
         if state:
             print(f"Resuming {run_dir} after epoch {initial_epoch} of {config.epochs}.")
@@ -214,11 +216,19 @@ def _take(source, count):
     )
 
 
-def make_datasets(config, data, initial_epoch=0):
+def make_datasets(config, data, initial_epoch=0, replicas=1):
     """(multi-view training dataset from `initial_epoch` on, validation, test).
 
-    Validation is None when `data.validation` is.
+    Validation is None when `data.validation` is. With several replicas, an
+    evaluation split smaller than one batch is batched by a multiple of the
+    replicas, because Keras cannot start `fit`/`evaluate` on a first batch
+    that does not split evenly; a training split that small is refused.
     """
+    if replicas > 1 and data.train.num_examples < config.batch_size:
+        raise ValueError(
+            f"batch_size={config.batch_size} is larger than the {data.train.num_examples} training "
+            f"examples: under {replicas} replicas the first batch must be full. Lower --batch_size."
+        )
     views = [
         views_lib.make_view(name, config.style, config.image_size, seed=config.seed + index)
         for index, name in enumerate(config.views)
@@ -236,9 +246,12 @@ def make_datasets(config, data, initial_epoch=0):
     )
 
     def evaluation(source):
+        batch_size = config.batch_size
+        if source and source.num_examples < batch_size:
+            batch_size = max(replicas, source.num_examples // replicas * replicas)
         return source and eval_dataset(
             source,
-            config.batch_size,
+            batch_size,
             transform=views_lib.eval_transform(config.style, config.image_size),
             normalization=config.normalization,
             seed=config.seed,

@@ -31,7 +31,7 @@ def image_tree(tmp_path_factory):
     """train/ and val/ class folders of PNG and JPEG images of different sizes."""
     root = tmp_path_factory.mktemp("images")
     rng = np.random.default_rng(0)
-    for split, count in (("train", 6), ("val", 3)):
+    for split, count in (("train", 8), ("val", 3)):
         for name in ("cat", "dog", "fish"):
             folder = root / split / name
             folder.mkdir(parents=True)
@@ -116,13 +116,17 @@ def test_imagenet_recipe_smoke_on_an_image_tree(tmp_path, image_tree):
     check_run_directory(tmp_path, "imagenet2012_resnet18_m2_seed42_smoke", 2)
 
 
-def test_image_folder_recipe_smoke(tmp_path, image_tree):
-    run_recipe(
+def test_image_folder_recipe_smoke_mirrored_on_two_cpu_replicas(tmp_path, image_tree):
+    out = run_recipe(
         "image_folder", tmp_path, f"--data_dir={image_tree}", "--model=small_cnn",
-        "--style=cifar", "--image_size=16", "--hybrid=dirichlet",
+        "--style=cifar", "--image_size=16", "--hybrid=dirichlet", "--strategy=mirrored",
+        "--cpu_replicas=2", "--sync_bn",
     )
+    assert "Strategy: MirroredStrategy, 2 replica(s)." in out
     results = check_run_directory(tmp_path, "image_folder_small_cnn_m2_seed42_smoke", 2)
     assert results["final_test_accuracy"]["hwm"] >= 0.0
+    config = json.loads((tmp_path / "runs/image_folder_small_cnn_m2_seed42_smoke/config.json").read_text())
+    assert config["sync_bn"] is True
 
 
 def final_weights(run_root, run_name):
