@@ -33,7 +33,7 @@ def parse_args(argv):
     parser.add_argument("--model", default="small_cnn", help="a narrow network: the budget is 2 CPU cores")
     parser.add_argument("--train_fraction", type=float, default=0.1, help="of each class, after validation")
     parser.add_argument("--validation_fraction", type=float, default=0.02)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--output_dir", default=None, help="runs and tables (default: a temporary folder)")
     return parser.parse_args(argv)

@@ -183,7 +183,10 @@ class OKDPH(keras.Model):
             losses.cross_entropy(labels, ensemble), sample_weight=batch_size
         )
         self.ensemble_accuracy_tracker.update_state(labels, ensemble)
-        return {metric.name: metric.result() for metric in self.metrics}
+        reported = self.metrics
+        if outputs.hwm_logits is None:  # not run: report nothing rather than zeros
+            reported = [m for m in reported if m not in (self.hwm_ce_tracker, self.hwm_accuracy_tracker)]
+        return {metric.name: metric.result() for metric in reported}
 
     # -------------------------------------------------------------- training
     def compile(self, optimizer="sgd", **kwargs):
