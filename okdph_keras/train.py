@@ -102,35 +102,11 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
     if chief:
         _write_config(run_dir, config)
 
-    multi_worker = distribute.is_multi_worker(strategy)
-    evaluate = loop.evaluate if multi_worker else None
     checkpoint = checkpointing.RunCheckpoint(run_dir, state and state["history"], write=chief)
     start = time.perf_counter()
     if initial_epoch < config.epochs:
-        fit = functools.partial(loop.fit, model) if multi_worker else model.fit
-        fit(
-            train_data,
-            epochs=config.epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch,
-            validation_data=validation_data,
-            callbacks=[
-                checkpointing.StopOnNonFiniteLoss(run_dir),
-                *method_callbacks(config, run_dir, train_data.take(steps_per_epoch), chief),
-                EvaluateEachEpoch(test_data, prefix="test_", evaluate=evaluate),
-                checkpoint,
-                *([keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"))] if chief else []),
-                *callbacks,
-            ],
-            **({} if multi_worker else {"shuffle": False}),  # the dataset shuffles itself
-            verbose=2,
-        )
-        if config.method in AVERAGING_METHODS:  # the weights changed when training ended
-            evaluate = evaluate or (lambda model, data: model.evaluate(data, verbose=0, return_dict=True))
-            final = {f"test_{k}": v for k, v in evaluate(model, test_data).items()}
-            if validation_data is not None:
-                final.update({f"val_{k}": v for k, v in evaluate(model, validation_data).items()})
-            checkpoint.replace_last_epoch(final)
+        _fit(model, config, run_dir, (train_data, validation_data, test_data), initial_epoch,
+             steps_per_epoch, strategy, checkpoint, callbacks)
     history = checkpoint.history
     results = summarize(config, history, time.perf_counter() - start)
     if chief:
@@ -142,6 +118,48 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
         checkpointing.write_json_atomically(results_path, results)
     print(format_results(results))
     return results
+
+
+def _fit(model, config, run_dir, datasets, initial_epoch, steps_per_epoch, strategy, checkpoint, callbacks):
+    """Trains the remaining epochs with every callback a run needs.
+
+    `model.fit()`, or `loop.fit` where Keras cannot drive the strategy. For
+    methods that replace the weights by an average when training ends, the
+    final model is evaluated again and the last epoch's figures and
+    checkpoint are replaced.
+    """
+    train_data, validation_data, test_data = datasets
+    chief = distribute.is_chief(strategy)
+    if distribute.is_multi_worker(strategy):
+        fit, options, evaluate = functools.partial(loop.fit, model), {}, loop.evaluate
+    else:  # the dataset shuffles itself, seeded per epoch
+        fit, options, evaluate = model.fit, {"shuffle": False}, _keras_evaluate
+    fit(
+        train_data,
+        epochs=config.epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=validation_data,
+        callbacks=[
+            checkpointing.StopOnNonFiniteLoss(run_dir),
+            *method_callbacks(config, run_dir, train_data.take(steps_per_epoch), chief),
+            EvaluateEachEpoch(test_data, prefix="test_", evaluate=evaluate),
+            checkpoint,
+            *([keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"))] if chief else []),
+            *callbacks,
+        ],
+        verbose=2,
+        **options,
+    )
+    if config.method in AVERAGING_METHODS:
+        final = {f"test_{k}": v for k, v in evaluate(model, test_data).items()}
+        if validation_data is not None:
+            final.update({f"val_{k}": v for k, v in evaluate(model, validation_data).items()})
+        checkpoint.replace_last_epoch(final)
+
+
+def _keras_evaluate(model, data):
+    return model.evaluate(data, verbose=0, return_dict=True)
 
 
 def _check_run_dir(run_dir, config):
