@@ -3,17 +3,21 @@
 Each worker runs `okdph_keras.train.run` (through `tests/multiworker_worker.py`)
 with `TF_CONFIG` naming both; training goes through `okdph_keras.loop.fit`.
 Both must finish with identical students (BatchNorm included, thanks to the
-averaging before each fusion), and only the chief writes the run directory.
+averaging before each fusion), and only the chief writes the run directory. A job
+whose workers are SIGKILLed after an epoch and started again with the same
+command resumes and ends bit-identical to an uninterrupted job.
 """
 
 import json
 import os
+import pathlib
 import socket
 import subprocess
 import sys
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from okdph_keras.config import Config
@@ -46,11 +50,13 @@ def write_images(root):
                 (folder / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
 
 
-def run_workers(tmp_path, config, tag):
+def run_workers(tmp_path, config, tag, kill_after_epoch=None):
+    """Runs both workers to the end (or SIGKILLs both once `kill_after_epoch` epochs are saved)."""
     config_path = tmp_path / f"config_{tag}.json"
     config_path.write_text(json.dumps(config.to_json_dict()))
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    state_path = pathlib.Path(config.output_dir) / config.run_name / "state.json"
     processes, logs = [], []
     try:
         for index in range(2):
@@ -64,7 +70,10 @@ def run_workers(tmp_path, config, tag):
             ))
         deadline = time.monotonic() + TIMEOUT_S
         while time.monotonic() < deadline and any(p.poll() is None for p in processes):
-            time.sleep(0.2)
+            if kill_after_epoch and state_path.exists():
+                if json.loads(state_path.read_text())["epochs_done"] >= kill_after_epoch:
+                    break
+            time.sleep(0.1)
         codes = [p.poll() for p in processes]
     finally:
         for p in processes:
@@ -76,27 +85,53 @@ def run_workers(tmp_path, config, tag):
         log.seek(0)
         outputs.append(log.read())
         log.close()
+    if kill_after_epoch:
+        assert codes == [None, None], f"the workers ended ({codes}) before they could be killed"
+        return None, outputs
     assert codes == [0, 0], f"worker exit codes {codes}\n" + "\n----\n".join(o[-3000:] for o in outputs)
     return [np.load(tmp_path / f"weights_{tag}_{index}.npz") for index in range(2)], outputs
 
 
-def test_two_workers_finish_with_identical_students(tmp_path):
-    write_images(tmp_path / "data")
-    config = Config(
-        dataset="image_folder", data_dir=str(tmp_path / "data"), model="small_cnn",
+def make_config(tmp_path, data_dir, root):
+    return Config(
+        dataset="image_folder", data_dir=str(data_dir), model="small_cnn",
         views=("hflip", "cutout", "none"), style="cifar", image_size=8,
-        normalization=((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)), epochs=2, batch_size=8,
+        normalization=((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)), epochs=3, batch_size=8,
         learning_rate=0.05, validation_fraction=0.2, seed=3,
-        output_dir=str(tmp_path / "runs"), run_name="mw", saved_models_dir=str(tmp_path / "saved"),
+        output_dir=str(root / "runs"), run_name="mw", saved_models_dir=str(root / "saved"),
     )
-    (first, second), outputs = run_workers(tmp_path, config, "a")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("multiworker")
+    write_images(root / "data")
+    (first, second), outputs = run_workers(root, make_config(root, root / "data", root), "a")
+    return root, first, second, outputs
+
+
+def test_two_workers_finish_with_identical_students(uninterrupted):
+    root, first, second, outputs = uninterrupted
     assert len(first.files) == len(second.files) > 0
     for name in first.files:
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
-    run_dir = tmp_path / "runs" / "mw"
+    run_dir = root / "runs" / "mw"
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["epochs"] == 2 and "final_validation_accuracy" in results
-    assert (tmp_path / "saved" / "mw" / "student.keras").exists()
+    assert results["epochs"] == 3 and "final_validation_accuracy" in results
+    assert (root / "saved" / "mw" / "student.keras").exists()
     history = (run_dir / "history.csv").read_text().splitlines()
-    assert len(history) == 3 and "test_student_0_accuracy" in history[0]
-    assert all("Epoch 2/2" in output for output in outputs)
+    assert len(history) == 4 and "test_student_0_accuracy" in history[0]
+    assert all("Epoch 3/3" in output for output in outputs)
+
+
+def test_a_killed_job_restarted_with_the_same_command_ends_as_if_uninterrupted(uninterrupted, tmp_path):
+    root, expected, _, _ = uninterrupted
+    config = make_config(tmp_path, root / "data", tmp_path)
+    run_workers(tmp_path, config, "b", kill_after_epoch=1)
+    done = json.loads((tmp_path / "runs" / "mw" / "state.json").read_text())["epochs_done"]
+    assert 1 <= done < 3
+    (first, second), outputs = run_workers(tmp_path, config, "b")
+    assert all(f"Resuming {tmp_path / 'runs' / 'mw'} after epoch {done} of 3" in o for o in outputs)
+    for name in expected.files:
+        np.testing.assert_array_equal(first[name], expected[name], err_msg=name)
+        np.testing.assert_array_equal(second[name], expected[name], err_msg=name)
