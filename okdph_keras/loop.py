@@ -24,7 +24,7 @@ def _distribute(strategy, dataset):
 
 
 def _step_function(model, name):
-    """A `tf.function` running `model.<name>` on a distributed batch; returns the metrics.
+    """A `tf.function` running `model.<name>` on a distributed batch; returns the metrics it reports.
 
     Made once per model and step, so later epochs do not trace again.
     """
@@ -34,8 +34,9 @@ def _step_function(model, name):
 
         @tf.function
         def run(batch):
-            strategy.run(step, args=(batch,))
-            return {metric.name: metric.result() for metric in model.metrics}
+            reported = strategy.run(step, args=(batch,))
+            # Read in the cross-replica context: the metrics of every replica and worker.
+            return {metric.name: metric.result() for metric in model.metrics if metric.name in reported}
 
         functions[name] = run
     return functions[name]
