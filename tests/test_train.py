@@ -1,6 +1,7 @@
 """okdph_keras.train: the validation split, and how the exported student is chosen."""
 
 import dataclasses
+import json
 
 import keras
 import numpy as np
@@ -162,3 +163,13 @@ def test_averaging_methods_leave_checkpoint_and_results_on_the_averaged_weights(
     figures = model.evaluate(test, verbose=0, return_dict=True)
     assert results["final_test_accuracy"]["student_0"] == pytest.approx(figures["student_0_accuracy"])
     assert state["history"]["test_student_0_ce"][-1] == pytest.approx(figures["student_0_ce"], rel=1e-5)
+
+
+def test_a_run_directory_of_another_config_is_refused_before_anything_runs(tmp_path):
+    config = config_for(tmp_path)
+    (tmp_path / "unit").mkdir()
+    (tmp_path / "unit" / "config.json").write_text(json.dumps(config.to_json_dict()))
+    changed = dataclasses.replace(config, views=("hflip", "cutout", "none"))
+    with pytest.raises(ValueError, match=r"holds a run with another configuration \(it differs in \['views'\]\)"):
+        train.run(changed)
+    assert sorted(p.name for p in (tmp_path / "unit").iterdir()) == ["config.json"]
