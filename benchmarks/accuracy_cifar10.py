@@ -15,12 +15,16 @@ tuned on the test split: the hyperparameters are the reference's.
 
 import argparse
 import os
-import platform
 import shlex
 import sys
 import tarfile
 import tempfile
 import time
+
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import machine  # noqa: E402
 
 ARCHIVE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10-jpg.tar.gz")
 
@@ -40,13 +44,7 @@ def parse_args(argv):
 
 
 def hardware():
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as file:
-            cpu = next(line.split(":", 1)[1].strip() for line in file if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} logical cores, no GPU used"
+    return f"{machine.cpu_name()}, {machine.cpu_cores()} cores, no GPU used"
 
 
 def main(argv=None):

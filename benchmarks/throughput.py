@@ -51,6 +51,8 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 
 from absl import app, flags
 
+from benchmarks import machine
+
 CONFIGS = {
     # name: (num_students or None for the single model, hwm_gradient, mixed precision)
     "single": (None, True, False),
@@ -205,14 +207,7 @@ def hardware():
     Read without importing TensorFlow (nvidia-smi), so that the driver process stays light;
     each child checks again with TensorFlow before it uses mixed precision.
     """
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    lines = [f"CPU: {cpu}, {cores} cores available"]
+    lines = [f"CPU: {machine.cpu_name()}, {machine.cpu_cores()} cores available"]
     mixed_ok = False
     try:
         query = subprocess.run(

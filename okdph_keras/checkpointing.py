@@ -42,14 +42,19 @@ def write_atomically(path, write):
             os.remove(temporary)
 
 
-def write_text_atomically(path, text):
+def write_bytes_atomically(path, content):
+    """Writes `content` (bytes) to `path` through a synced temporary file."""
     def write(temporary):
-        with open(temporary, "w") as file:
-            file.write(text)
+        with open(temporary, "wb") as file:
+            file.write(content)
             file.flush()
             os.fsync(file.fileno())
 
     write_atomically(path, write)
+
+
+def write_text_atomically(path, text):
+    write_bytes_atomically(path, text.encode("utf-8"))
 
 
 def write_json_atomically(path, value):

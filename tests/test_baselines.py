@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import IMAGE_SHAPE, NUM_CLASSES, tiny_student
+from helpers import IMAGE_SHAPE, NUM_CLASSES
 from okdph_keras import OKDPH
 from okdph_keras.baselines import (
     SAM,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import NUM_CLASSES, log_softmax, np_cross_entropy, np_distillation, tiny_student
+from helpers import NUM_CLASSES, np_cross_entropy, np_distillation, tiny_student
 from okdph_keras import OKDPH, Fusion, step
 
 

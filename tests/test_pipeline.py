@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from okdph_keras.data import eval_dataset, multi_view_dataset
 from okdph_keras.data.sources import from_arrays

@@ -1,7 +1,6 @@
 """Every recipe end to end with --smoke, offline, and resuming after a kill."""
 
 import json
-import os
 import pathlib
 import signal
 import subprocess

@@ -6,7 +6,6 @@ import pytest
 import tensorflow as tf
 
 from helpers import (
-    NUM_CLASSES,
     combine,
     log_softmax,
     np_cross_entropy,
