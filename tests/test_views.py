@@ -287,3 +287,39 @@ def test_policies_draw_per_image_and_stay_in_range(augment, rng):
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 255
     assert np.any(out != x, axis=(1, 2, 3)).mean() > 0.5
     np.testing.assert_array_equal(out, augment(tf.constant(x), tf.constant([1, 2])).numpy())
+
+
+# ------------------------------------------------------------ empty batches and groups
+@pytest.fixture
+def ops_refusing_empty_batches(monkeypatch):
+    """Every op fails if it is run on an empty batch (CPU kernels disagree there)."""
+
+    def refusing(op):
+        def checked(images, magnitudes):
+            size = tf.debugging.assert_positive(tf.shape(images)[0], message="op ran on 0 images")
+            with tf.control_dependencies([size]):
+                return op(tf.identity(images), magnitudes)
+
+        return checked
+
+    monkeypatch.setattr(aa, "_OPS", {name: refusing(op) for name, op in aa._OPS.items()})
+    # A fresh trace, so that the patched ops are the ones in the graph.
+    monkeypatch.setattr(aa, "_grouped_ops", tf.function(aa._grouped_ops.python_function, autograph=False))
+
+
+@pytest.mark.parametrize("augment", [aa.auto_augment, aa.rand_augment])
+def test_no_op_runs_on_an_empty_group(augment, rng, ops_refusing_empty_batches):
+    # Two images draw at most two of the ops: every other op's group is empty.
+    x = float_batch(rng, batch=2)
+    for seed in range(4):
+        out = augment(tf.constant(x), tf.constant([seed, 7])).numpy()
+        assert out.shape == x.shape and out.min() >= 0 and out.max() <= 255
+
+
+@pytest.mark.parametrize("name", VIEW_NAMES)
+def test_every_view_passes_an_empty_batch_through_unrun(name, ops_refusing_empty_batches):
+    empty = tf.zeros([0, 16, 16, 3])
+    view = make_view(name, image_size=16, seed=0)
+    assert tuple(view.augment(empty, seed=tf.constant([1, 2])).shape) == (0, 16, 16, 3)
+    traced = tf.function(lambda x: view.augment(x, seed=[1, 2]))
+    assert tuple(traced(empty).shape) == (0, 16, 16, 3)

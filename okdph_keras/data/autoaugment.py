@@ -3,7 +3,9 @@
 Every op takes a batch `[B, H, W, C]` float32 in [0, 255] and one magnitude per image
 `[B]`, and returns the same shape. Each image of a batch gets its own ops, magnitudes and
 signs; images are grouped by op (`tf.dynamic_partition`), so every op runs once per
-slot on just the images that drew it. Geometric ops use nearest-neighbour sampling and
+slot on just the images that drew it; an op whose group is empty is skipped, never run on
+an empty batch (kernels disagree there: oneDNN's depthwise convolution on Intel CPUs
+returns the unshrunk shape for an empty batch). Geometric ops use nearest-neighbour sampling and
 fill with 0, as torchvision's defaults do. Values are not rounded to integers between ops
 (torchvision works on uint8 PIL images); Posterize and Equalize quantise by definition.
 """
@@ -219,14 +221,29 @@ def _grouped_ops(images, op_ids, magnitudes):
     positions = tf.dynamic_partition(tf.range(tf.shape(images)[0]), op_ids, count)
     groups = tf.dynamic_partition(images, op_ids, count)
     group_magnitudes = tf.dynamic_partition(magnitudes, op_ids, count)
-    outputs = [apply_op(name, group, m)
+    outputs = [_apply_if_any(name, group, m)
                for name, group, m in zip(OP_NAMES, groups, group_magnitudes)]
     return tf.dynamic_stitch(positions, outputs)
 
 
+def _apply_if_any(name, images, magnitudes):
+    """`apply_op` on a non-empty batch; an empty one is returned as it is, unrun."""
+    return tf.cond(
+        tf.shape(images)[0] > 0, lambda: apply_op(name, images, magnitudes), lambda: images
+    )
+
+
 def _apply_ops(images, op_ids, magnitudes):
-    """Image b gets op OP_NAMES[op_ids[b]] with magnitudes[b]; each op runs once."""
-    return tf.ensure_shape(_grouped_ops(images, op_ids, magnitudes), images.shape)
+    """Image b gets op OP_NAMES[op_ids[b]] with magnitudes[b]; each op runs once.
+
+    An empty batch is returned unchanged without running anything.
+    """
+    grouped = tf.cond(
+        tf.shape(images)[0] > 0,
+        lambda: _grouped_ops(images, op_ids, magnitudes),
+        lambda: images,
+    )
+    return tf.ensure_shape(grouped, images.shape)
 
 
 def _signs(op_ids, seed):

@@ -70,9 +70,15 @@ class View:
         if not self._steps:
             return images
         seeds = tf.random.experimental.stateless_split(self._seed(seed), len(self._steps))
-        for index, step in enumerate(self._steps):
-            images = step(images, seeds[index])
-        return images
+
+        def run_steps():
+            augmented = images
+            for index, step in enumerate(self._steps):
+                augmented = step(augmented, seeds[index])
+            return augmented
+
+        # Nothing runs on an empty batch: kernels disagree there between CPUs.
+        return tf.cond(tf.shape(images)[0] > 0, run_steps, lambda: images)
 
     def __repr__(self):
         return f"View({self.name!r})"
