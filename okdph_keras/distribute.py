@@ -99,6 +99,28 @@ def is_chief(strategy=None):
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
+def when_not_empty(batch, step, empty_step):
+    """`step()` if this replica's batch holds examples, else `empty_step()`.
+
+    Under a strategy with several replicas a last, ragged batch can leave a
+    replica with no examples. Nothing may then run on the empty batch: kernels
+    disagree on empty inputs (oneDNN's convolutions on Intel CPUs return wrong
+    shapes) and BatchNorm's statistics of no examples are NaN.
+
+    Args:
+        batch: a tensor whose first dimension counts the examples (the labels).
+        step: callable run on a non-empty batch.
+        empty_step: callable with the same output structure, run otherwise.
+
+    Returns:
+        The outputs of the branch taken.
+
+    Example:
+        >>> gradients = when_not_empty(labels, train, lambda: zero_gradients)
+    """
+    return tf.cond(tf.shape(batch)[0] > 0, step, empty_step)
+
+
 def average_across_replicas(variables, strategy=None):
     """Sets every replica's copy of each variable to the mean over all replicas.
 

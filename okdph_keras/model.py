@@ -7,6 +7,7 @@ import random
 import warnings
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from okdph_keras import hybrid as hybrid_lib
@@ -131,10 +132,34 @@ class OKDPH(keras.Model):
             trainable=False,
             aggregation="only_first_replica",
         )
+        self.hwm_state = self._create_hwm_state()
         self._create_trackers()
         self._image_rank = _input_rank(students[0])
         self._fuse_function = None
         self.built = True
+
+    def _create_hwm_state(self):
+        """The HWM's own integer state: a copy of student 0's, with fresh seeds.
+
+        Random layers' seed states get seeds derived from `seed`, so the HWM
+        draws its own dropout masks, never a student's; other integer state
+        starts as student 0's.
+        """
+        seed_states = {id(v) for v in _seed_states(self.students[0])}
+        state = []
+        for index, position in enumerate(step.integer_positions(self.students[0])):
+            source = self.students[0].non_trainable_variables[position]
+            value = source.numpy()
+            if id(source) in seed_states:
+                value = np.zeros_like(value)
+                value.flat[0] = np.random.default_rng([self.seed % 2**32, index]).integers(1, 2**31)
+            variable = self.add_weight(
+                name=f"hwm_integer_state_{index}", shape=source.shape, dtype=source.dtype,
+                initializer="zeros", trainable=False, aggregation="none",
+            )
+            variable.assign(value)
+            state.append(variable)
+        return state
 
     # ----------------------------------------------------------------- metrics
     def _create_trackers(self):
@@ -164,6 +189,13 @@ class OKDPH(keras.Model):
             self.kd_tracker,
         ]
 
+    def _results(self, *, hwm_ran):
+        """The trackers' results; without the HWM's when it did not run."""
+        reported = self.metrics
+        if not hwm_ran:  # report nothing rather than zeros
+            reported = [m for m in reported if m not in (self.hwm_ce_tracker, self.hwm_accuracy_tracker)]
+        return {metric.name: metric.result() for metric in reported}
+
     def _update_metrics(self, outputs, labels):
         batch_size = tf.shape(labels)[0]
         self.loss_tracker.update_state(outputs.total, sample_weight=batch_size)
@@ -183,10 +215,6 @@ class OKDPH(keras.Model):
             losses.cross_entropy(labels, ensemble), sample_weight=batch_size
         )
         self.ensemble_accuracy_tracker.update_state(labels, ensemble)
-        reported = self.metrics
-        if outputs.hwm_logits is None:  # not run: report nothing rather than zeros
-            reported = [m for m in reported if m not in (self.hwm_ce_tracker, self.hwm_accuracy_tracker)]
-        return {metric.name: metric.result() for metric in reported}
 
     # -------------------------------------------------------------- training
     def compile(self, optimizer="sgd", **kwargs):
@@ -244,38 +272,60 @@ class OKDPH(keras.Model):
                 "or a tuple of M+1 batches), or pass identical_init=False.",
                 stacklevel=2,
             )
+        step_count = tf.convert_to_tensor(self.optimizer.iterations)
         coefficients = self.next_coefficients()
-        gradients, outputs = step.compute_gradients(
-            self.students,
-            views,
-            labels,
-            coefficients,
-            weight_decay=self.weight_decay,
-            scale_loss=self.optimizer.scale_loss,
-            sharpness=dict(rho=self.sam_rho, adaptive=self.sam_adaptive) if self.sam_rho else None,
-            **self._loss_options(),
+        penalty = dict(weight_decay=self.weight_decay, scale_loss=self.optimizer.scale_loss)
+
+        def train_on_examples():
+            gradients, outputs = step.compute_gradients(
+                self.students,
+                views,
+                labels,
+                coefficients,
+                sharpness=dict(rho=self.sam_rho, adaptive=self.sam_adaptive) if self.sam_rho else None,
+                **penalty,
+                **self._loss_options(),
+            )
+            self._update_metrics(outputs, labels)
+            return gradients
+
+        # A replica may get no examples of a ragged last batch: it runs no network.
+        gradients = distribute.when_not_empty(
+            labels, train_on_examples, lambda: step.penalty_gradients(self.students, **penalty)
         )
         variables = [v for s in self.students for v in s.trainable_variables]
         self.optimizer.apply_gradients(zip(gradients, variables))
-        return self._update_metrics(outputs, labels)
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            # It skips the update of a non-finite step without counting it; the
+            # step count (learning-rate schedule, fusion, Dirichlet seeds) counts
+            # every batch.
+            self.optimizer.iterations.assign(step_count + 1)
+        return self._results(hwm_ran=step.trains_hwm(self.objective))
 
     def test_step(self, data):
         views, labels, _ = self._unpack(data)
-        outputs = step.forward(
-            self.students,
-            views,
-            labels,
-            tf.convert_to_tensor(self.coefficients),
-            training=False,
-            **self._loss_options(),
-        )
-        return self._update_metrics(outputs, labels)
+
+        def evaluate_examples():
+            outputs = step.forward(
+                self.students,
+                views,
+                labels,
+                tf.convert_to_tensor(self.coefficients),
+                training=False,
+                **self._loss_options(),
+            )
+            self._update_metrics(outputs, labels)
+            return tf.constant(True)
+
+        distribute.when_not_empty(labels, evaluate_examples, lambda: tf.constant(False))
+        return self._results(hwm_ran=True)
 
     def call(self, inputs, training=False):
         """Logits `[B, M+1, num_classes]`: every student's, then the HWM's."""
         views, _ = self._split_views(inputs)
         student_logits, hwm_logits = step.network_logits(
-            self.students, views, tf.convert_to_tensor(self.coefficients), training=training
+            self.students, views, tf.convert_to_tensor(self.coefficients), training=training,
+            hwm_state=self.hwm_state,
         )
         return tf.stack(student_logits + [hwm_logits], axis=1)
 
@@ -286,6 +336,7 @@ class OKDPH(keras.Model):
             temperature=self.temperature,
             hwm_gradient=self.hwm_gradient,
             objective=self.objective,
+            hwm_state=self.hwm_state,
         )
 
     # ----------------------------------------------------------------- inputs
@@ -433,6 +484,26 @@ class OKDPH(keras.Model):
                         variable.assign(value)
 
     # ---------------------------------------------------------- serialization
+    def save_own_variables(self, store):
+        """Saves OKDPH's variables and every student's random seed state.
+
+        Keras saves no `SeedGenerator` state, so a resumed run would draw other
+        dropout masks than an uninterrupted one; saved here, resume is exact.
+        """
+        super().save_own_variables(store)
+        for index, state in enumerate(self._student_seed_states()):
+            store[f"{_SEED_KEY}{index}"] = state
+
+    def load_own_variables(self, store):
+        own = {key: store[key] for key in store.keys() if not key.startswith(_SEED_KEY)}
+        super().load_own_variables(own)
+        for index, state in enumerate(self._student_seed_states()):
+            if f"{_SEED_KEY}{index}" in store:
+                state.assign(store[f"{_SEED_KEY}{index}"])
+
+    def _student_seed_states(self):
+        return [v for student in self.students for v in _seed_states(student)]
+
     def get_config(self):
         return {
             "name": self.name,
@@ -459,6 +530,17 @@ class OKDPH(keras.Model):
         return cls(**config)
 
 
+
+
+_SEED_KEY = "student_seed_state_"
+
+
+def _seed_states(model):
+    """The state variables of every random layer's `SeedGenerator` in `model`."""
+    states = []
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        states += [generator.state for generator in layer._seed_generators]
+    return states
 
 
 def _check_number(name, value, low=None, high=None, low_open=False):

@@ -38,6 +38,11 @@ class StepOutputs(NamedTuple):
     total: tf.Tensor
 
 
+def trains_hwm(objective):
+    """Whether training with `objective` runs (and so reports) the HWM."""
+    return objective == "okdph"
+
+
 def hybrid_values(students, coefficients, hwm_gradient=True):
     """Trainable and non-trainable values of the HWM, sum_m r_m * theta_m.
 
@@ -63,7 +68,9 @@ def hybrid_values(students, coefficients, hwm_gradient=True):
     )
 
 
-def network_logits(students, views, coefficients, hwm_gradient=True, training=True):
+def network_logits(
+    students, views, coefficients, hwm_gradient=True, training=True, hwm_state=None
+):
     """Logits of the M students and of the HWM, each on its own view.
 
     Args:
@@ -72,6 +79,10 @@ def network_logits(students, views, coefficients, hwm_gradient=True, training=Tr
         coefficients: tensor `[M]`, the hybridization weights r.
         hwm_gradient: see `hybrid_values`.
         training: the networks' mode.
+        hwm_state: the HWM's own integer state (its dropout seeds), one
+            variable per integer non-trainable variable of `students[0]`, in
+            order; advanced in training, so the HWM draws its own masks. None:
+            `students[0]`'s state is used and not advanced.
 
     Returns:
         `(student_logits, hwm_logits)`: a list of M tensors and one tensor. The
@@ -81,13 +92,22 @@ def network_logits(students, views, coefficients, hwm_gradient=True, training=Tr
     student_logits = [
         student(view, training=training) for student, view in zip(students, views)
     ]
-    # After the students' forward passes, so that integer state taken from
-    # students[0] (a dropout seed) has advanced past what student 0 just used.
     trainable, non_trainable = hybrid_values(students, coefficients, hwm_gradient)
-    hwm_logits, _ = students[0].stateless_call(
+    positions = integer_positions(students[0])
+    for position, state in zip(positions, hwm_state or ()):
+        non_trainable[position] = tf.convert_to_tensor(state)
+    hwm_logits, updated = students[0].stateless_call(
         trainable, non_trainable, views[len(students)], training=training
     )
+    if hwm_state and training:
+        for position, state in zip(positions, hwm_state):
+            state.assign(updated[position])
     return student_logits, hwm_logits
+
+
+def integer_positions(student):
+    """Positions of the integer state (random seeds) in `student.non_trainable_variables`."""
+    return [i for i, v in enumerate(student.non_trainable_variables) if not hybrid.is_interpolable(v)]
 
 
 def forward(
@@ -102,6 +122,7 @@ def forward(
     hwm_gradient=True,
     objective="okdph",
     training=True,
+    hwm_state=None,
 ):
     """Runs the networks and computes every loss of `objective`.
 
@@ -131,6 +152,7 @@ def forward(
         training: the networks' mode. In training mode the students' BatchNorm
             statistics are updated; the HWM's never persist. Out of training
             the HWM is run (and reported) whatever the objective.
+        hwm_state: the HWM's own integer state; see `network_logits`.
 
     Returns:
         A `StepOutputs`.
@@ -138,9 +160,10 @@ def forward(
     if objective not in OBJECTIVES:
         raise ValueError(f"Unknown objective {objective!r}; expected one of {OBJECTIVES}.")
     num_students = len(students)
-    if objective == "okdph" or not training:
+    if trains_hwm(objective) or not training:
         student_logits, hwm_logits = network_logits(
-            students, views, coefficients, hwm_gradient=hwm_gradient, training=training
+            students, views, coefficients, hwm_gradient=hwm_gradient, training=training,
+            hwm_state=hwm_state,
         )
     else:  # the baselines train without the HWM
         student_logits = [student(view, training=training) for student, view in zip(students, views)]
@@ -198,7 +221,7 @@ def compute_gradients(
             perturbed with its own norm; its BatchNorm statistics are updated
             by the first pass only. The forward pass then runs twice.
         **loss_options: `omega`, `beta`, `temperature`, `hwm_gradient`,
-            `objective`.
+            `objective`, `hwm_state`.
 
     Returns:
         `(gradients, outputs)`: gradients for the students' trainable variables,
@@ -211,13 +234,7 @@ def compute_gradients(
 
     def differentiated_loss():
         outputs = forward(students, views, labels, coefficients, training=True, **loss_options)
-        loss = outputs.total
-        if weight_decay:
-            loss += weight_decay * losses.l2_penalty(variables)
-        loss = losses.scale_for_replicas(loss)
-        if scale_loss is not None:
-            loss = scale_loss(loss)
-        return loss, outputs
+        return _differentiated(outputs.total, variables, weight_decay, scale_loss), outputs
 
     if sharpness is not None:
         state = [v for s in students for v in s.non_trainable_variables if hybrid.is_interpolable(v)]
@@ -232,3 +249,34 @@ def compute_gradients(
         loss, outputs = differentiated_loss()
     gradients = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     return gradients, outputs
+
+
+def penalty_gradients(students, *, weight_decay=0.0, scale_loss=None):
+    """The gradients of a step on a replica batch with no examples: weight decay only.
+
+    Such a step runs no network (see `distribute.when_not_empty`); its data
+    term contributes nothing, and its share of the coupled L2 term is what
+    every replica contributes, so the summed gradient keeps the full decay.
+
+    Args:
+        students: list of M `keras.Model`s.
+        weight_decay, scale_loss: as in `compute_gradients`.
+
+    Returns:
+        Gradients for the students' trainable variables, as `compute_gradients`.
+    """
+    variables = [v for s in students for v in s.trainable_variables]
+    if not weight_decay:
+        return [tf.zeros_like(v) for v in variables]
+    with tf.GradientTape() as tape:
+        loss = _differentiated(tf.zeros([]), variables, weight_decay, scale_loss)
+    return tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+
+def _differentiated(total, variables, weight_decay, scale_loss):
+    """The loss a replica differentiates: total + L2, over the replicas, scaled."""
+    loss = total
+    if weight_decay:
+        loss += weight_decay * losses.l2_penalty(variables)
+    loss = losses.scale_for_replicas(loss)
+    return loss if scale_loss is None else scale_loss(loss)
