@@ -1,6 +1,6 @@
 """Ragged last batches under a 2-replica MirroredStrategy: one replica gets no examples.
 
-Run by `tests/test_empty_replica_batches.py` in a fresh interpreter (the two
+Run by `tests/test_empty_batches.py` in a fresh interpreter (the two
 logical CPU devices must be configured before TensorFlow initialises). Prints
 one JSON line prefixed with `RESULT `. Sections, each reported even if another
 fails:

@@ -1,4 +1,6 @@
-"""A ragged last batch leaves a replica with no examples: nothing runs on it.
+"""Batches without examples: nothing runs on them.
+
+A ragged last batch leaves a replica with no examples.
 
 `empty_replica_worker.py` runs under a 2-replica MirroredStrategy in a fresh
 interpreter (see its docstring) and this module checks what it reports: the
@@ -13,7 +15,15 @@ import os
 import subprocess
 import sys
 
+import keras
+import numpy as np
 import pytest
+import tensorflow as tf
+
+from helpers import IMAGE_SHAPE, tiny_student
+from okdph_keras.analysis.evaluation import Evaluator, model_values
+from okdph_keras.baselines import SAM
+from okdph_keras.baselines.batchnorm import batchnorm_layers, recompute_batchnorm
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "empty_replica_worker.py")
 TIMEOUT_S = 240
@@ -57,3 +67,46 @@ def test_evaluation_counts_every_example_once(results):
         assert found == pytest.approx(expected, abs=1e-6)
         found, expected = student["ce"]
         assert found == pytest.approx(expected, abs=1e-5)
+
+
+# ------------------------------------------- the baselines' own steps, on one device
+def _images(count, seed=0):
+    return np.random.default_rng(seed).uniform(size=(count, *IMAGE_SHAPE)).astype("float32")
+
+
+def test_recompute_batchnorm_skips_batches_without_examples():
+    model = tiny_student(batch_norm=True)
+    batches = [_images(4, 1), _images(0), _images(4, 2)]
+    assert recompute_batchnorm(model, batches) == 2
+    layer = batchnorm_layers(model)[0]
+    conv = keras.Model(model.inputs, layer.input)  # what the BatchNorm layer normalises
+    per_batch = [conv(b).numpy().reshape(-1, layer.input.shape[-1]) for b in (batches[0], batches[2])]
+    np.testing.assert_allclose(layer.moving_mean.numpy(), np.mean([f.mean(0) for f in per_batch], 0), atol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), np.mean([f.var(0) for f in per_batch], 0), atol=1e-5)
+
+
+def test_sam_wrapper_steps_on_an_empty_batch_change_nothing():
+    model = SAM(tiny_student(batch_norm=True), rho=0.05)
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = [v.numpy().copy() for v in model.variables]
+    model.train_on_batch(_images(0), np.zeros(0, "int32"))
+    for variable, value in zip(model.variables, before):
+        np.testing.assert_array_equal(variable.numpy(), value)
+    model.evaluate(_images(0), np.zeros(0, "int32"), verbose=0)
+
+
+def test_analysis_evaluator_skips_batches_without_examples():
+    model = tiny_student(batch_norm=True)
+    images = _images(6, 3)
+    labels = np.arange(6) % 5
+    batches = [(images[:4], labels[:4]), (images[:0], labels[:0]), (images[4:], labels[4:])]
+    result = Evaluator(model, tf.data.Dataset.from_generator(
+        lambda: iter(batches),
+        output_signature=(tf.TensorSpec([None, *IMAGE_SHAPE]), tf.TensorSpec([None], tf.int64)),
+    ))(*model_values(model))
+    logits = model(images, training=False).numpy().astype("float64")
+    shifted = logits - logits.max(1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+    assert result.loss == pytest.approx(-log_probs[np.arange(6), labels].mean(), abs=1e-5)
+    assert result.accuracy == pytest.approx(np.mean(logits.argmax(1) == labels))

@@ -114,6 +114,8 @@ class Evaluator:
         """The `Evaluation` at these values (in `model`'s variable order)."""
         totals = np.zeros(3)
         for images, labels in self.batches:
+            if not len(labels):  # nothing may run on a batch without examples
+                continue
             totals += [float(t) for t in self._batch_sums(trainable, non_trainable, images, labels)]
         loss, correct, count = totals
         if count == 0:

@@ -70,6 +70,7 @@ def recompute_batchnorm(model, data, steps=None):
             generator), each the model's input or, as in `fit`, a tuple
             `(x,)`, `(x, y)` or `(x, y, sample_weight)` of which `x` is used.
         steps: the number of batches to use; all of them when None.
+            Batches without examples are skipped and not counted.
 
     Returns:
         The number of batches used; 0 if the model has no trainable
@@ -110,12 +111,20 @@ def recompute_batchnorm(model, data, steps=None):
             if steps is not None and count >= steps:
                 break
             x, _, _ = keras.utils.unpack_x_y_sample_weight(batch)
+            if not _num_examples(x):  # no statistics of no examples (NaN, or a crash)
+                continue
             accumulate(x, tf.constant(count, tf.float32))
             count += 1
     finally:
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
+    if not count:
+        raise ValueError("recompute_batchnorm got only batches without examples.")
     return count
+
+
+def _num_examples(x):
+    return int(tf.shape(tf.nest.flatten(x)[0])[0])
 
 
 def check_steps(name, steps):

@@ -14,7 +14,7 @@ import numbers
 import keras
 import tensorflow as tf
 
-from okdph_keras import hybrid, losses
+from okdph_keras import distribute, hybrid, losses
 
 NORM_EPSILON = 1e-12  # added to ||g|| so that a zero gradient gives eps = 0
 
@@ -198,24 +198,41 @@ class SAM(keras.Model):
             return self.optimizer.scale_loss(loss), (loss, y_pred)
 
         variables = self.trainable_variables
-        gradients, _, (loss, y_pred) = sharpness_aware_gradients(
-            loss_fn,
-            [variables],
-            self.rho,
-            adaptive=self.adaptive,
-            eta=self.eta,
-            frozen_variables=[
-                v for v in self.model.non_trainable_variables if hybrid.is_interpolable(v)
-            ],
+        batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
+
+        def train_on_examples():
+            gradients, _, (loss, y_pred) = sharpness_aware_gradients(
+                loss_fn,
+                [variables],
+                self.rho,
+                adaptive=self.adaptive,
+                eta=self.eta,
+                frozen_variables=[
+                    v for v in self.model.non_trainable_variables if hybrid.is_interpolable(v)
+                ],
+            )
+            # `compute_loss` divides by the replicas in sync; the metric takes the
+            # replica's own mean, as in `keras.Model.train_step`.
+            num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            self._loss_tracker.update_state(loss * num_replicas, sample_weight=batch_size)
+            self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+            return gradients
+
+        # A replica with no examples of a ragged batch runs nothing.
+        gradients = distribute.when_not_empty(
+            tf.nest.flatten(x)[0], train_on_examples, lambda: [tf.zeros_like(v) for v in variables]
         )
         self.optimizer.apply_gradients(zip(gradients, variables))
-        # `compute_loss` divides by the replicas in sync; the metric takes the
-        # replica's own mean, as in `keras.Model.train_step`.
-        num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        self._loss_tracker.update_state(
-            loss * num_replicas, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0]
-        )
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        return self.get_metrics_result()
+
+    def test_step(self, data):
+        def evaluate_examples():
+            super(SAM, self).test_step(data)  # updates the metrics
+            return tf.constant(True)
+
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        distribute.when_not_empty(tf.nest.flatten(x)[0], evaluate_examples, lambda: tf.constant(False))
+        return self.get_metrics_result()
 
     def get_config(self):
         return {
