@@ -17,6 +17,8 @@ import os
 import keras
 import tensorflow as tf
 
+from okdph_keras import sync_batchnorm
+
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 
 
@@ -99,8 +101,8 @@ def is_chief(strategy=None):
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
-def when_not_empty(batch, step, empty_step):
-    """`step()` if this replica's batch holds examples, else `empty_step()`.
+def when_not_empty(batch, step, empty_step, *, synchronized=False):
+    """`step(batch, 1.0)` if this replica's batch holds examples, else `empty_step()`.
 
     Under a strategy with several replicas a last, ragged batch can leave a
     replica with no examples. Nothing may then run on the empty batch: kernels
@@ -108,17 +110,36 @@ def when_not_empty(batch, step, empty_step):
     shapes) and BatchNorm's statistics of no examples are NaN.
 
     Args:
-        batch: a tensor whose first dimension counts the examples (the labels).
-        step: callable run on a non-empty batch.
+        batch: a nest of tensors whose first dimension counts the examples.
+        step: callable `(batch, weight)`; `weight`, a float scalar, is what
+            each example counts for (1.0, or 0.0 for padding); metrics it
+            updates must be weighted by it.
         empty_step: callable with the same output structure, run otherwise.
+        synchronized: whether `step` all-reduces inside (BatchNormalization
+            over the global batch, `sync_batchnorm.SynchronizedBatchNormalization`).
+            Every replica must then run it: an empty batch becomes one zero
+            example of weight 0, which those layers leave out of their
+            statistics, and `empty_step()`'s outputs replace its outputs.
 
     Returns:
         The outputs of the branch taken.
 
     Example:
-        >>> gradients = when_not_empty(labels, train, lambda: zero_gradients)
+        >>> gradients = when_not_empty((views, labels), train, lambda: zero_gradients)
     """
-    return tf.cond(tf.shape(batch)[0] > 0, step, empty_step)
+    has_examples = tf.shape(tf.nest.flatten(batch)[0])[0] > 0
+    if not synchronized:
+        return tf.cond(has_examples, lambda: step(batch, tf.ones([])), empty_step)
+    weight = tf.cast(has_examples, tf.float32)
+    padded = tf.nest.map_structure(
+        lambda t: tf.cond(
+            has_examples, lambda: t, lambda: tf.zeros([1, *t.shape[1:]], t.dtype)
+        ),
+        batch,
+    )
+    with sync_batchnorm.example_weight(weight):
+        outputs = step(padded, weight)
+    return tf.cond(has_examples, lambda: outputs, empty_step)
 
 
 def average_across_replicas(variables, strategy=None):
@@ -164,18 +185,13 @@ def with_synchronized_batchnorm(model):
     def clone(layer):
         config = layer.get_config()
         if isinstance(layer, keras.layers.BatchNormalization):
-            config["synchronized"] = True
+            return sync_batchnorm.SynchronizedBatchNormalization.from_config(config)
         return layer.__class__.from_config(config)
 
-    if not any(isinstance(layer, keras.layers.BatchNormalization) for layer in _layers(model)):
+    layers = sync_batchnorm.nested_layers(model)
+    if not any(isinstance(layer, keras.layers.BatchNormalization) for layer in layers):
         return model
     copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
     copy.set_weights(model.get_weights())
     return copy
 
-
-def _layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _layers(layer)

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from okdph_keras import hybrid as hybrid_lib
-from okdph_keras import distribute, losses, step
+from okdph_keras import distribute, losses, step, sync_batchnorm
 
 
 @keras.saving.register_keras_serializable(package="okdph_keras")
@@ -119,6 +119,8 @@ class OKDPH(keras.Model):
         _check_homogeneous(students)
         self.students = students
         self.num_students = len(students)
+        # Global BatchNorm all-reduces inside the networks: an empty replica must run them too.
+        self._synchronized = sync_batchnorm.uses_synchronized_batchnorm(students)
         if self.identical_init:
             for other in students[1:]:
                 for target, source in zip(other.variables, students[0].variables):
@@ -196,25 +198,27 @@ class OKDPH(keras.Model):
             reported = [m for m in reported if m not in (self.hwm_ce_tracker, self.hwm_accuracy_tracker)]
         return {metric.name: metric.result() for metric in reported}
 
-    def _update_metrics(self, outputs, labels):
-        batch_size = tf.shape(labels)[0]
+    def _update_metrics(self, outputs, labels, weight):
+        """Adds a batch to the metrics, each example counting `weight` (0 for padding)."""
+        example_weights = tf.fill(tf.shape(labels), tf.cast(weight, tf.float32))
+        batch_size = tf.reduce_sum(example_weights)
         self.loss_tracker.update_state(outputs.total, sample_weight=batch_size)
         self.kd_tracker.update_state(
             tf.add_n(outputs.kd) / self.num_students, sample_weight=batch_size
         )
         for m in range(self.num_students):
             self.student_ce_trackers[m].update_state(outputs.student_ce[m], sample_weight=batch_size)
-            self.student_accuracy_trackers[m].update_state(labels, outputs.student_logits[m])
+            self.student_accuracy_trackers[m].update_state(labels, outputs.student_logits[m], sample_weight=example_weights)
         if outputs.hwm_logits is not None:  # baselines train without the HWM
             self.hwm_ce_tracker.update_state(outputs.hwm_ce, sample_weight=batch_size)
-            self.hwm_accuracy_tracker.update_state(labels, outputs.hwm_logits)
+            self.hwm_accuracy_tracker.update_state(labels, outputs.hwm_logits, sample_weight=example_weights)
         ensemble = tf.add_n(
             [losses.full_precision(z) for z in outputs.student_logits]
         ) / float(self.num_students)
         self.ensemble_ce_tracker.update_state(
             losses.cross_entropy(labels, ensemble), sample_weight=batch_size
         )
-        self.ensemble_accuracy_tracker.update_state(labels, ensemble)
+        self.ensemble_accuracy_tracker.update_state(labels, ensemble, sample_weight=example_weights)
 
     # -------------------------------------------------------------- training
     def compile(self, optimizer="sgd", **kwargs):
@@ -276,22 +280,25 @@ class OKDPH(keras.Model):
         coefficients = self.next_coefficients()
         penalty = dict(weight_decay=self.weight_decay, scale_loss=self.optimizer.scale_loss)
 
-        def train_on_examples():
+        def train_on_examples(batch, weight):
             gradients, outputs = step.compute_gradients(
                 self.students,
-                views,
-                labels,
+                *batch,
                 coefficients,
                 sharpness=dict(rho=self.sam_rho, adaptive=self.sam_adaptive) if self.sam_rho else None,
+                data_weight=weight,
                 **penalty,
                 **self._loss_options(),
             )
-            self._update_metrics(outputs, labels)
+            self._update_metrics(outputs, batch[1], weight)
             return gradients
 
         # A replica may get no examples of a ragged last batch: it runs no network.
         gradients = distribute.when_not_empty(
-            labels, train_on_examples, lambda: step.penalty_gradients(self.students, **penalty)
+            (views, labels),
+            train_on_examples,
+            lambda: step.penalty_gradients(self.students, **penalty),
+            synchronized=self._synchronized,
         )
         variables = [v for s in self.students for v in s.trainable_variables]
         self.optimizer.apply_gradients(zip(gradients, variables))
@@ -305,19 +312,21 @@ class OKDPH(keras.Model):
     def test_step(self, data):
         views, labels, _ = self._unpack(data)
 
-        def evaluate_examples():
+        def evaluate_examples(batch, weight):
             outputs = step.forward(
                 self.students,
-                views,
-                labels,
+                *batch,
                 tf.convert_to_tensor(self.coefficients),
                 training=False,
                 **self._loss_options(),
             )
-            self._update_metrics(outputs, labels)
+            self._update_metrics(outputs, batch[1], weight)
             return tf.constant(True)
 
-        distribute.when_not_empty(labels, evaluate_examples, lambda: tf.constant(False))
+        distribute.when_not_empty(
+            (views, labels), evaluate_examples, lambda: tf.constant(False),
+            synchronized=self._synchronized,
+        )
         return self._results(hwm_ran=True)
 
     def call(self, inputs, training=False):

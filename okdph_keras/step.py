@@ -206,6 +206,7 @@ def compute_gradients(
     weight_decay=0.0,
     scale_loss=None,
     sharpness=None,
+    data_weight=None,
     **loss_options,
 ):
     """One training step up to the gradients, under one `tf.GradientTape`.
@@ -220,6 +221,10 @@ def compute_gradients(
             `okdph_keras.baselines.sharpness_aware_gradients`), each student
             perturbed with its own norm; its BatchNorm statistics are updated
             by the first pass only. The forward pass then runs twice.
+        data_weight: optional float scalar multiplying the data term: 0.0 for
+            a replica's padding (see `distribute.when_not_empty`), whose loss
+            would otherwise reach the other replicas through the gradient of
+            global BatchNorm statistics.
         **loss_options: `omega`, `beta`, `temperature`, `hwm_gradient`,
             `objective`, `hwm_state`.
 
@@ -234,7 +239,8 @@ def compute_gradients(
 
     def differentiated_loss():
         outputs = forward(students, views, labels, coefficients, training=True, **loss_options)
-        return _differentiated(outputs.total, variables, weight_decay, scale_loss), outputs
+        total = outputs.total if data_weight is None else outputs.total * data_weight
+        return _differentiated(total, variables, weight_decay, scale_loss), outputs
 
     if sharpness is not None:
         state = [v for s in students for v in s.non_trainable_variables if hybrid.is_interpolable(v)]

@@ -14,6 +14,12 @@ fails:
     library's own pipeline on 3 examples in batches of 2: whether every
     variable stays finite, and whether the empty replica's copy of the
     BatchNorm statistics is left exactly as the step before left it.
+  * "sync_bn": as "update", but the students normalise over the global batch
+    (`with_synchronized_batchnorm`): every variable of each student, moving
+    statistics included, on both replicas, against a hand computation on a
+    plain-BatchNorm copy run on the global batch (step 1: examples 0 and 1,
+    BatchNorm over both; step 2: example 2 alone, the empty replica adding
+    nothing).
   * "evaluate": 5 examples in batches of 4 (the second batch leaves replica 1
     empty): each student's accuracy and CE against numpy on its own logits.
 """
@@ -53,34 +59,52 @@ def replica_values(variable):
 
 
 def expected_update(students, views, labels):
-    """Per-student weights after the two steps, by hand: SGD on CE, replica means / 2."""
+    """Per-student variables after the two steps, by hand: SGD on CE, replica means / 2.
+
+    Each step runs a plain copy on the step's global batch (BatchNorm, if any,
+    over the whole of it) and differentiates sum over replicas of the replica's
+    mean CE / 2 replicas, plus the full weight decay.
+    """
     results = []
     for m, student in enumerate(students):
-        copy = keras.models.clone_model(student)
+        copy = keras.models.clone_model(
+            student,
+            clone_function=lambda layer: layer.__class__.from_config(
+                {**layer.get_config(), "synchronized": False}
+                if isinstance(layer, keras.layers.BatchNormalization) else layer.get_config()
+            ),
+        )
         copy.set_weights(student.get_weights())
-        ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
         # Step 1: examples 0 and 1, one per replica; step 2: example 2 on replica 0 only.
         for replica_batches in ([[0], [1]], [[2]]):
-            gradients = [np.zeros(v.shape, "float32") for v in copy.trainable_variables]
-            for indices in replica_batches:
-                with tf.GradientTape() as tape:
-                    loss = ce(labels[indices], copy(views[indices, m], training=True)) / 2.0
-                for total, gradient in zip(gradients, tape.gradient(loss, copy.trainable_variables)):
-                    total += gradient.numpy()
+            indices = sum(replica_batches, [])
+            with tf.GradientTape() as tape:
+                per_example = ce(labels[indices], copy(views[indices, m], training=True))
+                loss, start = 0.0, 0
+                for batch in replica_batches:
+                    loss += tf.reduce_mean(per_example[start:start + len(batch)]) / 2.0
+                    start += len(batch)
+            gradients = tape.gradient(loss, copy.trainable_variables)
             for variable, gradient in zip(copy.trainable_variables, gradients):
                 w = variable.numpy()
-                variable.assign(w - LEARNING_RATE * (gradient + WEIGHT_DECAY * w))
-        results.append([v.numpy() for v in copy.trainable_variables])
+                variable.assign(w - LEARNING_RATE * (gradient.numpy() + WEIGHT_DECAY * w))
+        results.append([v.numpy() for v in copy.variables])
     return results
 
 
-def update(strategy):
+def update(strategy, sync_bn=False):
     keras.utils.set_random_seed(1)
     views, labels = data(3)
+
+    def student():
+        if sync_bn:
+            return okdph_keras.with_synchronized_batchnorm(tiny_student(batch_norm=True))
+        return tiny_student(batch_norm=False)
+
     with strategy.scope():
         model = okdph_keras.OKDPH(
-            lambda: tiny_student(batch_norm=False), num_students=2, objective="independent",
-            weight_decay=WEIGHT_DECAY, seed=1,
+            student, num_students=2, objective="independent", weight_decay=WEIGHT_DECAY, seed=1,
         )
         model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE))
     expected = expected_update(model.students, views, labels)
@@ -88,7 +112,11 @@ def update(strategy):
         tf.data.Dataset.from_tensor_slices((views, labels)).batch(2), epochs=1, verbose=0
     )
     differences = [
-        max(float(np.max(np.abs(v.numpy() - e))) for v, e in zip(student.trainable_variables, want))
+        max(
+            float(np.max(np.abs(replica - e)))
+            for v, e in zip(student.variables, want)
+            for replica in replica_values(v)
+        )
         for student, want in zip(model.students, expected)
     ]
     return {"differences": differences, "loss": history.history["loss"],
@@ -150,7 +178,9 @@ def evaluate(strategy):
 def main():
     strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
     results = {}
-    for name, section in (("update", update), ("batchnorm", batchnorm), ("evaluate", evaluate)):
+    sections = (("update", update), ("sync_bn", lambda s: update(s, sync_bn=True)),
+                ("batchnorm", batchnorm), ("evaluate", evaluate))
+    for name, section in sections:
         try:
             results[name] = section(strategy)
         except Exception:  # noqa: BLE001 - reported, and the test fails on it

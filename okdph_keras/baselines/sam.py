@@ -14,7 +14,7 @@ import numbers
 import keras
 import tensorflow as tf
 
-from okdph_keras import distribute, hybrid, losses
+from okdph_keras import distribute, hybrid, losses, sync_batchnorm
 
 NORM_EPSILON = 1e-12  # added to ||g|| so that a zero gradient gives eps = 0
 
@@ -182,25 +182,26 @@ class SAM(keras.Model):
         self.rho = float(rho)
         self.adaptive = adaptive
         self.eta = float(eta)
+        self._synchronized = sync_batchnorm.uses_synchronized_batchnorm([model])
         self.built = True
 
     def call(self, inputs, training=False):
         return self.model(inputs, training=training)
 
     def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-
-        def loss_fn():
-            y_pred = self.model(x, training=True)
-            loss = self._compute_loss(
-                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
-            )
-            return self.optimizer.scale_loss(loss), (loss, y_pred)
-
         variables = self.trainable_variables
-        batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
 
-        def train_on_examples():
+        def train_on_examples(batch, weight):
+            x, y, sample_weight = batch
+            sample_weight = sample_weight * weight
+
+            def loss_fn():
+                y_pred = self.model(x, training=True)
+                loss = self._compute_loss(
+                    x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+                )
+                return self.optimizer.scale_loss(loss), (loss, y_pred)
+
             gradients, _, (loss, y_pred) = sharpness_aware_gradients(
                 loss_fn,
                 [variables],
@@ -214,25 +215,41 @@ class SAM(keras.Model):
             # `compute_loss` divides by the replicas in sync; the metric takes the
             # replica's own mean, as in `keras.Model.train_step`.
             num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            self._loss_tracker.update_state(loss * num_replicas, sample_weight=batch_size)
+            self._loss_tracker.update_state(
+                loss * num_replicas, sample_weight=tf.reduce_sum(sample_weight)
+            )
             self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
             return gradients
 
         # A replica with no examples of a ragged batch runs nothing.
         gradients = distribute.when_not_empty(
-            tf.nest.flatten(x)[0], train_on_examples, lambda: [tf.zeros_like(v) for v in variables]
+            self._weighted(data),
+            train_on_examples,
+            lambda: [tf.zeros_like(v) for v in variables],
+            synchronized=self._synchronized,
         )
         self.optimizer.apply_gradients(zip(gradients, variables))
         return self.get_metrics_result()
 
     def test_step(self, data):
-        def evaluate_examples():
-            super(SAM, self).test_step(data)  # updates the metrics
+        def evaluate_examples(batch, weight):
+            x, y, sample_weight = batch
+            super(SAM, self).test_step((x, y, sample_weight * weight))  # updates the metrics
             return tf.constant(True)
 
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        distribute.when_not_empty(tf.nest.flatten(x)[0], evaluate_examples, lambda: tf.constant(False))
+        distribute.when_not_empty(
+            self._weighted(data), evaluate_examples, lambda: tf.constant(False),
+            synchronized=self._synchronized,
+        )
         return self.get_metrics_result()
+
+    @staticmethod
+    def _weighted(data):
+        """`(x, y, sample_weight)`, the weights ones if `data` has none."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if sample_weight is None:
+            sample_weight = tf.ones(tf.shape(tf.nest.flatten(x)[0])[:1])
+        return x, y, sample_weight
 
     def get_config(self):
         return {
