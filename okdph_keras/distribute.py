@@ -166,7 +166,7 @@ def average_across_replicas(variables, strategy=None):
         variable.assign(strategy.experimental_local_results(mean)[0])
 
 
-def with_synchronized_batchnorm(model):
+def with_synchronized_batchnorm(model, synchronized=True):
     """A copy of `model` whose BatchNormalization layers use global batch statistics.
 
     Under a strategy with several replicas, each batch's mean and variance are
@@ -175,6 +175,9 @@ def with_synchronized_batchnorm(model):
 
     Args:
         model: a functional or sequential `keras.Model` (nested ones included).
+        synchronized: False makes the copy's layers plain Keras
+            `BatchNormalization` again (for a student to ship: it then loads
+            without this library).
 
     Returns:
         A new `keras.Model`; `model` itself if it has no BatchNormalization.
@@ -182,10 +185,15 @@ def with_synchronized_batchnorm(model):
     Example:
         >>> OKDPH(lambda: with_synchronized_batchnorm(get_model("resnet32", 10)))
     """
+    layer_class = (
+        sync_batchnorm.SynchronizedBatchNormalization if synchronized
+        else keras.layers.BatchNormalization
+    )
+
     def clone(layer):
         config = layer.get_config()
         if isinstance(layer, keras.layers.BatchNormalization):
-            return sync_batchnorm.SynchronizedBatchNormalization.from_config(config)
+            return layer_class.from_config({**config, "synchronized": synchronized})
         return layer.__class__.from_config(config)
 
     layers = sync_batchnorm.nested_layers(model)
@@ -194,4 +202,3 @@ def with_synchronized_batchnorm(model):
     copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
     copy.set_weights(model.get_weights())
     return copy
-
