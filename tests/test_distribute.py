@@ -17,6 +17,9 @@ runs it once and checks:
   every variable (BatchNorm statistics included) after the epoch, which ends
   with a fusion, and after `fuse(1.0)`; after `fuse(1.0)` both students are
   identical.
+* Fused values (a separate script, two batches without fusion, then `fuse(gamma)`): every
+  replica of every student variable, BatchNorm statistics included, equals the fusion
+  formula applied in numpy to the replicas' means of the values before the fusion.
 """
 
 import json
@@ -154,6 +157,101 @@ def test_batchnorm_replicas_identical_after_fused_epoch_and_fuse(results):
     assert np.isfinite(section["history"]["loss"][0])
     _assert_replicas_identical(section["after_fit"], "BatchNorm, after the epoch")
     _assert_replicas_identical(section["after_fuse"], "BatchNorm, after fuse(1.0)")
+
+
+# Run in its own interpreter (two logical CPUs): BatchNorm students train two batches under
+# MirroredStrategy with no fusion, so each replica's moving statistics come from its own
+# half-batch; the script records every replica's value of every float variable of every
+# student, and the coefficients, then calls fuse(GAMMA) and records them again.
+FUSION_GAMMA = 0.3
+FUSION_SCRIPT = f"""
+import json, os
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+import tensorflow as tf
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+import okdph_keras
+
+keras.utils.set_random_seed(1234)
+rng = np.random.default_rng(0)
+images = rng.normal(size=(32, 8, 8, 1)).astype("float32")
+views = np.ascontiguousarray(np.stack([images, images[:, :, ::-1], images[:, ::-1]], axis=1))
+labels = rng.integers(0, 10, size=32).astype("int32")
+strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
+with strategy.scope():
+    model = okdph_keras.OKDPH(
+        lambda: okdph_keras.models.small_cnn((8, 8, 1), 10, width=4, batch_norm=True),
+        num_students=2, hybrid="dirichlet", seed=1)
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+model.fit(views, labels, batch_size=16, epochs=1, shuffle=False, verbose=0)
+
+def replicas(variable):
+    value = variable.value
+    values = value.values if isinstance(value, tf.distribute.DistributedValues) else [value]
+    return [np.asarray(v.numpy(), np.float64).tolist() for v in values]
+
+def snapshot():
+    return [
+        [{{"path": v.path, "moving": "moving" in v.path, "replicas": replicas(v)}}
+         for v in list(s.trainable_variables) + list(s.non_trainable_variables)
+         if tf.as_dtype(v.dtype).is_floating]
+        for s in model.students
+    ]
+
+before, coefficients = snapshot(), model.coefficients.numpy().tolist()
+model.fuse({FUSION_GAMMA})
+print("RESULT " + json.dumps(
+    {{"before": before, "coefficients": coefficients, "after": snapshot()}}), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def fusion_results():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1")
+    completed = subprocess.run(
+        [sys.executable, "-c", FUSION_SCRIPT], cwd=REPO_ROOT, env=env,
+        capture_output=True, text=True, timeout=TIMEOUT_S,
+    )
+    lines = [l for l in completed.stdout.splitlines() if l.startswith("RESULT ")]
+    if completed.returncode != 0 or not lines:
+        pytest.fail(f"the fusion script exited with {completed.returncode}.\n"
+                    f"--- stderr tail ---\n{_tail(completed.stderr)}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def test_fused_batchnorm_statistics_equal_the_fusion_of_the_replica_means(fusion_results):
+    """After fuse(gamma) every replica of student m holds, for every float variable,
+    gamma * sum_k r_k mean_replicas(theta_k) + (1 - gamma) * mean_replicas(theta_m)
+    (METHOD.md step 8, with Keras' per-replica BatchNorm statistics first averaged over
+    the replicas, as `OKDPH.fuse` documents), computed here in numpy from the values
+    each replica held before the fusion."""
+    before, after = fusion_results["before"], fusion_results["after"]
+    r = np.array(fusion_results["coefficients"])
+    assert r.shape == (2,) and abs(r[0] - 0.5) > 1e-3  # Dirichlet: not the trivial 1/M
+    gamma = FUSION_GAMMA
+    num_variables = len(before[0])
+    assert num_variables == len(before[1]) == len(after[0]) == len(after[1])
+    moving = [v["moving"] for v in before[0]]
+    assert sum(moving) == 6  # mean and variance of 3 BatchNorm layers
+    # Not vacuous: before the fusion the replicas hold different statistics.
+    spread = max(
+        np.max(np.abs(np.subtract(*map(np.array, v["replicas"]))))
+        for student in before for v in student if v["moving"]
+    )
+    assert spread > 1e-4, f"replicas' statistics already agreed before fusion ({spread})"
+    for i in range(num_variables):
+        means = [np.mean(np.array(student[i]["replicas"]), axis=0) for student in before]
+        hwm = sum(r_k * mean_k for r_k, mean_k in zip(r, means))
+        for m, student in enumerate(after):
+            expected = gamma * hwm + (1.0 - gamma) * means[m]
+            assert len(student[i]["replicas"]) == 2
+            for replica, value in enumerate(student[i]["replicas"]):
+                np.testing.assert_allclose(
+                    np.array(value), expected, rtol=1e-5, atol=1e-6,
+                    err_msg=f"student {m}, {student[i]['path']}, replica {replica}",
+                )
 
 
 def test_students_identical_after_full_fusion(results):
