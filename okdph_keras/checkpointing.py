@@ -1,7 +1,8 @@
 """Atomic files and per-epoch checkpoints that let a run resume where it stopped.
 
 A run directory holds `state.json`, which names the last complete checkpoint
-(`checkpoints/epoch_NNNN.keras`) and the history so far. Every file is written
+(`checkpoints/epoch_NNNN.keras`) and the history so far, and says whether that
+checkpoint holds the average SWA or EMA replace the last epoch's weights by. Every file is written
 to a temporary name and renamed into place, and `state.json` is replaced only
 after the checkpoint it names is complete, so a run killed at any moment
 leaves the previous state intact.
@@ -67,7 +68,7 @@ def load_json(path):
 
 
 def load_state(run_dir):
-    """The run's saved state (`epochs_done`, `checkpoint`, `history`), or None."""
+    """The run's saved state (`epochs_done`, `checkpoint`, `history`, `averaged`), or None."""
     path = os.path.join(run_dir, STATE_FILE)
     return load_json(path) if os.path.exists(path) else None
 
@@ -110,17 +111,18 @@ class RunCheckpoint(keras.callbacks.Callback):
             self.history.setdefault(name, []).append(float(value))
         self._save(epoch + 1)
 
-    def replace_last_epoch(self, logs):
+    def replace_last_epoch(self, logs, averaged=False):
         """Overwrites the last epoch's figures with `logs` and saves the model again.
 
         For weights that change after the last epoch (SWA, EMA): the checkpoint
-        and the history then describe the model as training left it.
+        and the history then describe the model as training left it, and
+        `averaged=True` records in `state.json` that they hold the average.
         """
         for name, value in logs.items():
             self.history[name][-1] = float(value)
-        self._save(len(self.history["loss"]))
+        self._save(len(self.history["loss"]), averaged)
 
-    def _save(self, epochs_done):
+    def _save(self, epochs_done, averaged=False):
         if not self.write:
             return
         relative = os.path.join(CHECKPOINT_DIR, f"epoch_{epochs_done:04d}.keras")
@@ -128,7 +130,8 @@ class RunCheckpoint(keras.callbacks.Callback):
         previous = load_state(self.run_dir)
         write_json_atomically(
             os.path.join(self.run_dir, STATE_FILE),
-            {"epochs_done": epochs_done, "checkpoint": relative, "history": self.history},
+            {"epochs_done": epochs_done, "checkpoint": relative, "history": self.history,
+             "averaged": averaged},
         )
         write_text_atomically(os.path.join(self.run_dir, HISTORY_FILE), history_csv(self.history))
         if previous and previous["checkpoint"] != relative:

@@ -13,8 +13,10 @@ every recipe calls `run(config)`. A run directory holds:
     curves.png      test (and validation) accuracy and loss of every network
 
 and the best student by final-epoch validation accuracy goes to
-`<saved_models_dir>/<run_name>/student.keras`.
-Running the same config again resumes after the last complete epoch, or
+`<saved_models_dir>/<run_name>/student.keras`, beside `origin.json` naming the
+run directory that exported it; another run directory's export is never
+overwritten. Running the same config again resumes after the last complete
+epoch (first applying an SWA/EMA average that a kill left pending), or
 reports that the run has finished.
 """
 
@@ -37,6 +39,7 @@ from okdph_keras.model import OKDPH
 from okdph_keras.models import get_model
 
 SMOKE_EXAMPLES = {"train": 64, "validation": 32, "test": 32}
+ORIGIN_FILE = "origin.json"  # beside an exported student: the run directory that wrote it
 
 
 class RunSources(NamedTuple):
@@ -85,12 +88,14 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
         tf.config.experimental.enable_op_determinism()
     # Everything that can fail on bad input fails before the run directory is made.
     _check_writable(config.saved_models_dir, "saved_models_dir")
+    _check_export_target(config, run_dir)
     data = load_sources(config)
     state = checkpointing.load_state(run_dir)
     initial_epoch = state["epochs_done"] if state else 0
     steps_per_epoch = math.ceil(data.train.num_examples / config.batch_size)
-    train_data, validation_data, test_data = make_datasets(
-        config, data, initial_epoch, strategy.num_replicas_in_sync
+    # Training done: the last epoch's batches still serve a pending average's BatchNorm.
+    datasets = make_datasets(
+        config, data, min(initial_epoch, config.epochs - 1), strategy.num_replicas_in_sync
     )
     with strategy.scope():
         if state:
@@ -105,12 +110,16 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
     checkpoint = checkpointing.RunCheckpoint(run_dir, state and state["history"], write=chief)
     start = time.perf_counter()
     if initial_epoch < config.epochs:
-        _fit(model, config, run_dir, (train_data, validation_data, test_data), initial_epoch,
-             steps_per_epoch, strategy, checkpoint, callbacks)
+        _fit(model, config, run_dir, datasets, initial_epoch, steps_per_epoch, strategy,
+             checkpoint, callbacks)
+    elif config.method in AVERAGING_METHODS and not state.get("averaged"):
+        print(f"Training of {run_dir} had finished; applying the {config.method} average.")
+        _apply_pending_average(model, config=config, run_dir=run_dir, datasets=datasets,
+                               steps_per_epoch=steps_per_epoch, strategy=strategy, checkpoint=checkpoint)
     history = checkpoint.history
     results = summarize(config, history, time.perf_counter() - start)
     if chief:
-        export_student(model.students[results["best_student"]], config)
+        export_student(model.students[results["best_student"]], config, run_dir=run_dir)
         checkpointing.write_atomically(
             os.path.join(run_dir, "curves.png"),
             lambda path: curves.plot_curves(history, path, title=config.run_name),
@@ -131,9 +140,10 @@ def _fit(model, config, run_dir, datasets, initial_epoch, steps_per_epoch, strat
     train_data, validation_data, test_data = datasets
     chief = distribute.is_chief(strategy)
     if distribute.is_multi_worker(strategy):
-        fit, options, evaluate = functools.partial(loop.fit, model), {}, loop.evaluate
+        fit, options = functools.partial(loop.fit, model), {}
     else:  # the dataset shuffles itself, seeded per epoch
-        fit, options, evaluate = model.fit, {"shuffle": False}, _keras_evaluate
+        fit, options = model.fit, {"shuffle": False}
+    evaluate = _evaluator(strategy)
     fit(
         train_data,
         epochs=config.epochs,
@@ -152,10 +162,38 @@ def _fit(model, config, run_dir, datasets, initial_epoch, steps_per_epoch, strat
         **options,
     )
     if config.method in AVERAGING_METHODS:
-        final = {f"test_{k}": v for k, v in evaluate(model, test_data).items()}
-        if validation_data is not None:
-            final.update({f"val_{k}": v for k, v in evaluate(model, validation_data).items()})
-        checkpoint.replace_last_epoch(final)
+        _checkpoint_average(model, datasets, evaluate, checkpoint)
+
+
+def _apply_pending_average(model, *, config, run_dir, datasets, steps_per_epoch, strategy, checkpoint):
+    """Averages a model whose training ended before its average was checkpointed.
+
+    Redoes what the end of `fit` does for SWA (the average from its state
+    file) or EMA (the optimizer's EMA), BatchNorm included, then checkpoints it.
+    """
+    method = method_callbacks(config, run_dir, datasets[0].take(steps_per_epoch), distribute.is_chief(strategy))
+    for callback in method:
+        callback.set_model(model)
+        callback.on_train_begin()
+    if config.method == "ema":  # what fit() does at its end with use_ema
+        model.optimizer.finalize_variable_values(model.trainable_weights)
+    for callback in method:
+        callback.on_train_end()
+    checkpoint.set_model(model)
+    _checkpoint_average(model, datasets, _evaluator(strategy), checkpoint)
+
+
+def _checkpoint_average(model, datasets, evaluate, checkpoint):
+    """Evaluates the averaged model and replaces the last epoch's figures and checkpoint."""
+    _, validation_data, test_data = datasets
+    final = {f"test_{k}": v for k, v in evaluate(model, test_data).items()}
+    if validation_data is not None:
+        final.update({f"val_{k}": v for k, v in evaluate(model, validation_data).items()})
+    checkpoint.replace_last_epoch(final, averaged=True)
+
+
+def _evaluator(strategy):
+    return loop.evaluate if distribute.is_multi_worker(strategy) else _keras_evaluate
 
 
 def _keras_evaluate(model, data):
@@ -184,6 +222,24 @@ def _check_writable(path, name):
     if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(
             f"Cannot write {name}={path!r}: {existing} is not a writable directory."
+        )
+
+
+def _check_export_target(config, run_dir):
+    """Fails if `<saved_models_dir>/<run_name>` holds a student another run directory exported."""
+    directory = os.path.join(config.saved_models_dir, config.run_name)
+    marker = os.path.join(directory, ORIGIN_FILE)
+    if os.path.exists(marker):
+        origin = checkpointing.load_json(marker)["run_dir"]
+    elif os.path.exists(os.path.join(directory, "student.keras")):
+        origin = f"an unknown run (there is no {ORIGIN_FILE})"
+    else:
+        return
+    if origin != os.path.realpath(run_dir):
+        raise ValueError(
+            f"{directory} holds the student exported by {origin}; this run "
+            f"({os.path.realpath(run_dir)}) would overwrite it. Pass another --run_name or "
+            "--saved_models_dir, or delete that directory."
         )
 
 
@@ -387,9 +443,18 @@ def summarize(config, history, seconds):
     return results
 
 
-def export_student(student, config):
-    """Saves a student to `<saved_models_dir>/<run_name>/student.keras`, atomically."""
-    path = os.path.join(config.saved_models_dir, config.run_name, "student.keras")
+def export_student(student, config, *, run_dir):
+    """Saves a student to `<saved_models_dir>/<run_name>/student.keras`, atomically.
+
+    `origin.json` beside it names `run_dir`; an export of another run
+    directory is refused (`_check_export_target`), never overwritten.
+    """
+    _check_export_target(config, run_dir)
+    directory = os.path.join(config.saved_models_dir, config.run_name)
+    checkpointing.write_json_atomically(
+        os.path.join(directory, ORIGIN_FILE), {"run_dir": os.path.realpath(run_dir)}
+    )
+    path = os.path.join(directory, "student.keras")
     checkpointing.write_atomically(path, student.save)
     return path
 

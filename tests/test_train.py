@@ -1,7 +1,10 @@
-"""okdph_keras.train: the validation split, and how the exported student is chosen."""
+"""okdph_keras.train: the validation split, how the exported student is chosen and
+never overwritten, and SWA's average surviving a kill before it is checkpointed."""
 
 import dataclasses
 import json
+import os
+import re
 
 import keras
 import numpy as np
@@ -17,6 +20,7 @@ def config_for(tmp_path, **overrides):
     values = dict(
         dataset="cifar10", model="small_cnn", views=("hflip", "hflip", "none"), style="cifar",
         image_size=8, normalization=((0.5,), (0.5,)), run_name="unit", output_dir=str(tmp_path),
+        saved_models_dir=str(tmp_path / "saved"),
     )
     return Config(**{**values, **overrides})
 
@@ -150,19 +154,114 @@ def test_each_method_builds_its_model_optimizer_and_callbacks(tmp_path, method, 
         assert callbacks[0].start_epoch == 6
 
 
+class RecordStudents(keras.callbacks.Callback):
+    """Every student's trainable weights at each epoch end (kernels, biases, BatchNorm scales)."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append([[v.numpy() for v in s.trainable_variables] for s in self.model.students])
+
+
+def numpy_average(record, start_epoch):
+    """Per student, the equal-weight mean of the recorded epochs from `start_epoch` on."""
+    epochs = record.epochs[start_epoch:]
+    return [[np.mean(arrays, axis=0) for arrays in zip(*(e[m] for e in epochs))] for m in range(len(epochs[0]))]
+
+
+def assert_weights(model, expected):
+    found = [v.numpy() for v in model.trainable_variables]
+    assert len(found) == len(expected) > 0
+    for a, b in zip(found, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def swa_config(tmp_path):
+    # swa_start 0.3 of 3 epochs: epochs 1 and 2 (0-based) are averaged.
+    return config_for(tmp_path, method="swa", epochs=3, batch_size=64, swa_start=0.3,
+                      views=("none", "none", "none"))
+
+
 def test_averaging_methods_leave_checkpoint_and_results_on_the_averaged_weights(tmp_path, labelled_arrays):
-    config = config_for(tmp_path, method="swa", epochs=3, batch_size=64, swa_start=0.3,
-                        views=("none", "none", "none"))
-    results = train.run(config)
+    config = swa_config(tmp_path)
+    record = RecordStudents()
+    results = train.run(config, callbacks=[record])
     state = checkpointing.load_state(tmp_path / "unit")
+    assert state["averaged"] is True
     model = keras.saving.load_model(tmp_path / "unit" / state["checkpoint"])
-    averaged = np.load(tmp_path / "unit" / "swa_state.npz")
-    assert (tmp_path / "unit" / "swa_state.npz").exists() and len(averaged.files) > 0
+    average = numpy_average(record, start_epoch=1)
+    for student, expected in zip(model.students, average):
+        assert_weights(student, expected)
+    assert_weights(keras.saving.load_model(results["exported_student"]), average[results["best_student"]])
     data = train.load_sources(config)
     _, _, test = train.make_datasets(config, data)
     figures = model.evaluate(test, verbose=0, return_dict=True)
     assert results["final_test_accuracy"]["student_0"] == pytest.approx(figures["student_0_accuracy"])
     assert state["history"]["test_student_0_ce"][-1] == pytest.approx(figures["student_0_ce"], rel=1e-5)
+
+
+def test_a_kill_before_the_averaged_checkpoint_is_written_reruns_into_the_average(
+    tmp_path, labelled_arrays, monkeypatch
+):
+    config = swa_config(tmp_path)
+    record = RecordStudents()
+    def killed(self, logs, averaged=False):
+        raise SystemExit("killed after SWA's on_train_end, before the averaged checkpoint")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpointing.RunCheckpoint, "replace_last_epoch", killed)
+        with pytest.raises(SystemExit):
+            train.run(config, callbacks=[record])
+    run_dir = tmp_path / "unit"
+    state = checkpointing.load_state(run_dir)
+    assert state["epochs_done"] == 3 and state["averaged"] is False
+    assert not (run_dir / "results.json").exists() and not (tmp_path / "saved" / "unit").exists()
+
+    results = train.run(config)
+    assert results["epochs"] == 3
+    average = numpy_average(record, start_epoch=1)
+    last = record.epochs[-1][results["best_student"]]
+    assert not np.allclose(last[0], average[results["best_student"]][0])  # the average is not the last epoch
+    assert_weights(keras.saving.load_model(results["exported_student"]), average[results["best_student"]])
+    state = checkpointing.load_state(run_dir)
+    assert state["averaged"] is True
+    model = keras.saving.load_model(run_dir / state["checkpoint"])
+    for student, expected in zip(model.students, average):
+        assert_weights(student, expected)
+
+
+def test_an_export_of_another_run_directory_is_refused_before_training(tmp_path, labelled_arrays):
+    first = config_for(tmp_path / "a", epochs=1, batch_size=64, saved_models_dir=str(tmp_path / "saved"),
+                       views=("none", "none", "none"))
+    train.run(first)
+    exported = tmp_path / "saved" / "unit"
+    first_dir = os.path.realpath(tmp_path / "a" / "unit")
+    assert json.loads((exported / "origin.json").read_text()) == {"run_dir": first_dir}
+    student = (exported / "student.keras").read_bytes()
+
+    # The default run name under another output_dir: refused, naming both run directories.
+    second = dataclasses.replace(first, output_dir=str(tmp_path / "b"))
+    pattern = (f"{re.escape(str(exported))} holds the student exported by {re.escape(first_dir)}; this run "
+               rf"\({re.escape(os.path.realpath(tmp_path / 'b' / 'unit'))}\) would overwrite it\. "
+               "Pass another --run_name or --saved_models_dir")
+    with pytest.raises(ValueError, match=pattern):
+        train.run(second)
+    assert not (tmp_path / "b").exists()
+    assert (exported / "student.keras").read_bytes() == student
+
+    # The same run finishing again (killed after its export) exports again.
+    (tmp_path / "a" / "unit" / "results.json").unlink()
+    before = (exported / "student.keras").stat().st_mtime_ns
+    train.run(first)
+    assert (exported / "student.keras").stat().st_mtime_ns != before
+
+    # A student without origin.json is someone else's too.
+    (exported / "origin.json").unlink()
+    (tmp_path / "a" / "unit" / "results.json").unlink()
+    with pytest.raises(ValueError, match=r"holds the student exported by an unknown run \(there is no origin\.json\)"):
+        train.run(first)
 
 
 def test_a_run_directory_of_another_config_is_refused_before_anything_runs(tmp_path):
