@@ -5,6 +5,14 @@ random resized crop, before batching, so images may differ in size) and
 `augment` on whole batches (flips, RandAugment, AutoAugment, ...). Then
 every view is normalised, and optional Gaussian noise is added.
 
+Shuffling is a uniform permutation of the whole split every epoch, at any size:
+the indices are shuffled, then the encoded items (file paths, or in-memory
+arrays) are gathered and only then decoded, so the shuffle holds 8 bytes per
+example and decoded images are bounded by the map's parallelism, the batch
+and a bounded prefetch. Only a TFDS record stream, which cannot be indexed, is
+shuffled in a buffer of `MAX_SHUFFLE_BUFFER` encoded records (not uniform over
+a split larger than that).
+
 Every random draw (shuffle, crops, augmentations, noise) is seeded by
 `(seed, epoch, position)`, so the batches do not depend on thread timing, and
 with `epochs` given a run resumed at epoch k sees the batches an uninterrupted
@@ -21,7 +29,8 @@ from okdph_keras.data.sources import Source
 from okdph_keras.data.views import normalize
 
 AUTOTUNE = tf.data.AUTOTUNE
-MAX_SHUFFLE_BUFFER = 50_000
+MAX_SHUFFLE_BUFFER = 50_000  # encoded TFDS records, for streams that cannot be indexed
+PREFETCH_BATCHES = 2
 _GRAPH_SEED = 87654321
 
 
@@ -50,18 +59,65 @@ def _as_view(view):
 
 
 def _examples(data):
-    """(unbatched dataset, number of examples) of a Source or an (images, labels) pair."""
+    """(unbatched dataset, number of examples, epoch builder) of a Source or (images, labels).
+
+    The epoch builder maps `(shuffle, shuffle_seed)` to the decoded examples of one
+    epoch, shuffled before decoding (see the module docstring).
+    """
     if isinstance(data, Source):
         # A known length lets Keras size epochs, and checks the source's count.
-        counted = data.dataset.apply(tf.data.experimental.assert_cardinality(data.num_examples))
-        return counted, data.num_examples
+        def count(dataset):
+            return dataset.apply(tf.data.experimental.assert_cardinality(data.num_examples))
+
+        parts = data._parts
+        if parts is None or parts.dataset is not data.dataset:  # replaced: only its stream
+            parts = None
+        elif isinstance(parts.encoded, tuple):
+            return count(data.dataset), data.num_examples, _indexed_epochs(
+                parts.encoded, parts.decode, count
+            )
+
+        def stream_epoch(shuffle, shuffle_seed):
+            if parts is None:
+                encoded, decode = data.dataset, (lambda examples: examples)
+            else:
+                encoded, decode = parts.encoded, parts.decode
+            if shuffle:
+                encoded = encoded.shuffle(
+                    max(1, min(data.num_examples, MAX_SHUFFLE_BUFFER)),
+                    seed=shuffle_seed,
+                    reshuffle_each_iteration=False,
+                )
+            return count(decode(encoded))
+
+        return count(data.dataset), data.num_examples, stream_epoch
     images, labels = data
     shape = tuple(getattr(images, "shape", None) or np.shape(images))
     if len(shape) != 4:
         raise ValueError(f"images must be an array [N, H, W, C]; got shape {shape}.")
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels.")
-    return tf.data.Dataset.from_tensor_slices((images, labels)), len(images)
+    examples = tf.data.Dataset.from_tensor_slices((images, labels))
+    return examples, len(images), _indexed_epochs(
+        (images, labels), lambda pairs: pairs, lambda dataset: dataset
+    )
+
+
+def _indexed_epochs(arrays, decode, count):
+    """Epoch builder over indexable encoded `arrays`: shuffle indices, gather, then decode."""
+    num_examples = len(arrays[1])
+    tensors = tuple(tf.constant(np.asarray(array)) for array in arrays)
+
+    def epoch(shuffle, shuffle_seed):
+        order = tf.data.Dataset.range(num_examples)
+        if shuffle:  # a uniform permutation of all indices: 8 bytes per example
+            order = order.shuffle(
+                max(1, num_examples), seed=shuffle_seed, reshuffle_each_iteration=False
+            )
+        pairs = order.map(lambda index: tuple(tf.gather(t, index) for t in tensors))
+        return count(decode(pairs))
+
+    return epoch
 
 
 def _check_batch_size(batch_size):
@@ -166,9 +222,8 @@ def multi_view_dataset(
         raise ValueError("multi_view_dataset needs at least one view.")
     views = [_as_view(v) for v in views]
     _check_batch_size(batch_size)
-    examples, num_examples = _examples(data)
+    examples, _, epoch_examples = _examples(data)
     _check_finishing(examples, normalization, noise_mean, noise_std)
-    buffer = max(1, min(num_examples, MAX_SHUFFLE_BUFFER))
 
     num_views = len(views)
 
@@ -199,11 +254,7 @@ def multi_view_dataset(
         # depend on (seed, epoch) alone, whatever TF's global seed (a global seed
         # of 0 would even make a tensor op seed fail in TF's seed handling).
         tf.compat.v1.get_default_graph().seed = _GRAPH_SEED
-        dataset = examples
-        if shuffle:
-            dataset = dataset.shuffle(
-                buffer, seed=tf.cast(seed, tf.int64) * 7919 + epoch, reshuffle_each_iteration=False
-            )
+        dataset = epoch_examples(shuffle, tf.cast(seed, tf.int64) * 7919 + epoch)
         dataset = dataset.enumerate().map(
             lambda index, example: crop_all(epoch, index, example),
             num_parallel_calls=AUTOTUNE,
@@ -225,7 +276,7 @@ def multi_view_dataset(
     # node(s) with retained fanouts").
     options = tf.data.Options()
     options.experimental_optimization.map_and_batch_fusion = False
-    return dataset.with_options(options).prefetch(AUTOTUNE)
+    return dataset.with_options(options).prefetch(PREFETCH_BATCHES)
 
 
 def eval_dataset(
@@ -253,7 +304,7 @@ def eval_dataset(
         A `tf.data.Dataset` of `(float images, labels)`.
     """
     _check_batch_size(batch_size)
-    examples, _ = _examples(data)
+    examples, _, _ = _examples(data)
     _check_finishing(examples, normalization, noise_mean, noise_std)
     transform = transform or (lambda image: tf.cast(image, tf.float32))
     dataset = examples.map(
