@@ -103,7 +103,7 @@ def imagenet_child(root):
 def imagenet_main():
     classes = FLAGS.imagenet_classes
     print(f"ImageNet mode: {classes} classes, class-sorted folders of 400x350 JPEGs, "
-          f"batch {IMAGENET_BATCH}, views {data.DEFAULT_VIEWS['imagenet2012']}", flush=True)
+          f"batch {IMAGENET_BATCH}, views {data.DEFAULT_VIEWS['imagenet']}", flush=True)
     for per_class in map(int, FLAGS.imagenet_sizes):
         root = tempfile.mkdtemp(prefix="okdph-imagenet-")
         try:
