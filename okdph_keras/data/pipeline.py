@@ -9,9 +9,11 @@ Shuffling is a uniform permutation of the whole split every epoch, at any size:
 the indices are shuffled, then the encoded items (file paths, or in-memory
 arrays) are gathered and only then decoded, so the shuffle holds 8 bytes per
 example and decoded images are bounded by the map's parallelism, the batch
-and a bounded prefetch. Only a TFDS record stream, which cannot be indexed, is
-shuffled in a buffer of `MAX_SHUFFLE_BUFFER` encoded records (not uniform over
-a split larger than that).
+and a bounded prefetch. TFDS records cannot be indexed: a TFDS split is
+shuffled at file level with a seed per epoch, then in a buffer of encoded
+records bounded in bytes (`sources.RECORD_BUFFER_BYTES`; uniform only when it
+holds the whole split). Any other stream (a `Source` whose dataset was
+replaced) is shuffled in a buffer of `MAX_SHUFFLE_BUFFER` encoded examples.
 
 Every random draw (shuffle, crops, augmentations, noise) is seeded by
 `(seed, epoch, position)`, so the batches do not depend on thread timing, and
@@ -29,7 +31,7 @@ from okdph_keras.data.sources import Source
 from okdph_keras.data.views import normalize
 
 AUTOTUNE = tf.data.AUTOTUNE
-MAX_SHUFFLE_BUFFER = 50_000  # encoded TFDS records, for streams that cannot be indexed
+MAX_SHUFFLE_BUFFER = 50_000  # examples of a stream that is neither arrays nor TFDS files
 PREFETCH_BATCHES = 2
 _GRAPH_SEED = 87654321
 
@@ -82,7 +84,9 @@ def _examples(data):
                 encoded, decode = data.dataset, (lambda examples: examples)
             else:
                 encoded, decode = parts.encoded, parts.decode
-            if shuffle:
+            if shuffle and parts is not None and parts.records is not None:  # TFDS files
+                encoded = parts.records.shuffled(shuffle_seed)
+            elif shuffle:
                 encoded = encoded.shuffle(
                     max(1, min(data.num_examples, MAX_SHUFFLE_BUFFER)),
                     seed=shuffle_seed,

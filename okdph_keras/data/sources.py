@@ -33,6 +33,7 @@ KNOWN_TFDS_NAMES = (
     "svhn_cropped", "stl10", "oxford_flowers102", "food101",
 )
 CONNECT_TIMEOUT_S = 3.0
+RECORD_BUFFER_BYTES = 1 << 30  # TFDS: encoded records held by an epoch's shuffle buffer
 SHAPE_PROBES = 16  # image folders: images decoded at load time to find a common shape
 FOLDER_LAYOUT = (
     "expected layout: <root>/train/<class>/*.jpg (or .jpeg .png .bmp .gif) and "
@@ -47,6 +48,7 @@ class _Parts(NamedTuple):
     encoded: tuple | tf.data.Dataset  # arrays (paths or images, labels), or TFDS's
     # stream of (encoded image, label)
     decode: Callable  # dataset of encoded pairs -> dataset of (image, label)
+    records: "_TfdsRecords | None" = None  # TFDS: the record ranges `encoded` reads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,10 +73,10 @@ class Source:
     _parts: _Parts | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
-def _make_source(encoded, decode, **info):
+def _make_source(encoded, decode, records=None, **info):
     pairs = tf.data.Dataset.from_tensor_slices(encoded) if isinstance(encoded, tuple) else encoded
     dataset = decode(pairs)
-    return Source(dataset=dataset, _parts=_Parts(dataset, encoded, decode), **info)
+    return Source(dataset=dataset, _parts=_Parts(dataset, encoded, decode, records), **info)
 
 
 def load_source(dataset, split, data_dir=None, download=True):
@@ -92,7 +94,8 @@ def load_source(dataset, split, data_dir=None, download=True):
         download: TFDS only: download and prepare the dataset when it is absent.
 
     Returns:
-        A `Source`. TFDS files are read in a fixed order (no file shuffling).
+        A `Source`. Its dataset reads TFDS files in a fixed order; `multi_view_dataset`
+        shuffles a TFDS split's files per epoch (see `_TfdsRecords.shuffled`).
 
     Raises:
         ValueError: unknown dataset or split, not an image-classification dataset,
@@ -146,12 +149,7 @@ def _load_tfds(name, split, data_dir, download):
             f"TFDS dataset {name!r} has no {tfds_split!r} split; it has {list(splits)}."
         )
     image_feature = features["image"]
-    encoded = builder.as_dataset(
-        tfds_split,
-        as_supervised=True,
-        shuffle_files=False,
-        decoders={"image": tfds.decode.SkipDecoding()},
-    )
+    records = _TfdsRecords(builder, tfds_split, ((0, splits[tfds_split].num_examples),))
 
     def decode(examples):
         return examples.map(
@@ -161,14 +159,95 @@ def _load_tfds(name, split, data_dir, download):
 
     shape = tuple(image_feature.shape)
     return _make_source(
-        encoded,
+        records.stream(),
         decode,
-        num_examples=splits[tfds_split].num_examples,
+        records=records,
+        num_examples=records.num_examples,
         num_classes=features["label"].num_classes,
         class_names=tuple(features["label"].names),
         image_shape=None if None in shape else shape,
         origin=f"tfds:{builder.name} ({tfds_split}) in {builder.data_dir}",
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class _TfdsRecords:
+    """Ranges `[start, stop)` of the records of one TFDS split, read without scanning the rest.
+
+    TFRecord files cannot be read by index, so an epoch is shuffled at file level: the
+    files (shard pieces) in a seeded order, 16 read at a time, then a buffer of encoded
+    records bounded to `RECORD_BUFFER_BYTES` (the whole split when it fits, e.g.
+    CIFAR; about 9,000 records for ImageNet). That is uniform only when the buffer
+    holds the whole split; TFDS shuffles records when it prepares a dataset, so a
+    file's records are already mixed across classes.
+    """
+
+    builder: object
+    split: str  # "train", "test", "validation"
+    ranges: tuple  # ((start, stop), ...) in record order
+
+    @property
+    def num_examples(self):
+        return sum(stop - start for start, stop in self.ranges)
+
+    def spec(self):
+        """The TFDS split string of the ranges, e.g. "train[0:500]+train[1000:50000]"."""
+        return "+".join(f"{self.split}[{start}:{stop}]" for start, stop in self.ranges)
+
+    def take(self, start, stop):
+        """The records at positions `[start, stop)` of these ranges."""
+        ranges, offset = [], 0
+        for first, last in self.ranges:
+            low, high = max(first, first + start - offset), min(last, first + stop - offset)
+            if low < high:
+                ranges.append((low, high))
+            offset += last - first
+        return _TfdsRecords(self.builder, self.split, tuple(ranges))
+
+    def stream(self, shuffle_seed=None):
+        """Encoded `(image bytes, label)` records; files in a seeded order if `shuffle_seed`.
+
+        `shuffle_seed` may be a tensor. Formats other than TFRecord are read by TFDS,
+        in a fixed file order.
+        """
+        import tensorflow_datasets as tfds
+
+        info = self.builder.info
+        skip_decoding = {"image": tfds.decode.SkipDecoding()}
+        if info.file_format != tfds.core.FileFormat.TFRECORD:
+            return self.builder.as_dataset(
+                self.spec(), as_supervised=True, shuffle_files=False, decoders=skip_decoding
+            )
+        instructions = info.splits[self.spec()].file_instructions
+        files = tf.data.Dataset.from_tensor_slices((
+            [i.filename for i in instructions],
+            tf.constant([i.skip for i in instructions], tf.int64),
+            tf.constant([i.take for i in instructions], tf.int64),
+        ))
+        if shuffle_seed is not None:
+            files = files.shuffle(len(instructions), seed=shuffle_seed, reshuffle_each_iteration=False)
+        records = files.interleave(
+            lambda name, skip, take: tf.data.TFRecordDataset(name).skip(skip).take(take),
+            cycle_length=min(16, len(instructions)),
+            block_length=16,
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+
+        def parse(record):
+            example = info.features.deserialize_example(record, decoders=skip_decoding)
+            return example["image"], example["label"]
+
+        return records.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def shuffled(self, shuffle_seed):
+        """One epoch's encoded records: files shuffled, then a bounded record buffer."""
+        split_info = self.builder.info.splits[self.split]
+        record_bytes = max(1, int(split_info.num_bytes) // max(1, split_info.num_examples))
+        buffer = min(self.num_examples, max(1, RECORD_BUFFER_BYTES // record_bytes))
+        return self.stream(shuffle_seed).shuffle(
+            buffer, seed=shuffle_seed, reshuffle_each_iteration=False
+        )
 
 
 def _prepare(builder, download):
@@ -452,7 +531,8 @@ def limit_per_class(source, fraction, seed):
     For the limited-data experiments (1%, 10% of the training set). The examples are
     the first ones of each class in a seeded permutation; they keep their order.
     Labels are read once (TFDS: without decoding images); examples are picked before
-    their images are decoded.
+    their images are decoded. A TFDS subset is filtered from its records' stream, so
+    every epoch reads all of the source's records.
 
     Args:
         source: a `Source`.
@@ -465,22 +545,29 @@ def limit_per_class(source, fraction, seed):
     Example:
         >>> train_1pct = limit_per_class(load_source("cifar10", "train"), 0.01, seed=0)
     """
-    return split_per_class(source, fraction, seed)[0]
+    _check_fraction(fraction)
+    return _split_by_class(source, _parts_of(source), fraction, seed)[0]
 
 
 def split_per_class(source, fraction, seed):
-    """Splits `source` in two, class by class: `ceil(fraction * n_c)` (at least 1) and the rest.
+    """Splits `source` in two: a held-out part of about `fraction` of it, and the rest.
 
-    The first part holds the first `ceil(fraction * n_c)` examples of every class c in
-    a seeded permutation, the second part the others; both keep the source's order.
-    This is how a run holds out its validation split and how the limited-data
-    experiments pick their subset. Labels are read once (TFDS: without decoding
-    images); images are decoded only when a part is read.
+    This is how a run holds out its validation split. Both parts keep the source's
+    order, are disjoint, cover the source and are the same for the same seed.
+
+    - Arrays and image folders: exactly `ceil(fraction * n_c)` (at least 1) examples
+      of every class c, the first ones of the class in a seeded permutation.
+    - TFDS: `ceil(fraction * N)` consecutive records starting at a seeded position
+      (TFDS split slicing, e.g. `train[8123:13123]` and `train[:8123]+train[13123:]`),
+      so no label is read and no part reads the other's records, except records a
+      TFRecord file holds before a part's first record in that file (skipped, one
+      file per range). The size is exact; class counts are only as balanced as the
+      records TFDS shuffled when preparing the dataset.
 
     Args:
         source: a `Source`.
         fraction: in (0, 1].
-        seed: integer seed of the permutation; the same seed gives the same parts.
+        seed: integer seed of the choice; the same seed gives the same parts.
 
     Returns:
         `(part, rest)`, two `Source`s; `rest` is None when it would be empty.
@@ -488,11 +575,49 @@ def split_per_class(source, fraction, seed):
     Example:
         >>> validation, train = split_per_class(load_source("cifar10", "train"), 0.1, seed=0)
     """
+    _check_fraction(fraction)
+    parts = _parts_of(source)
+    if parts.records is None:
+        return _split_by_class(source, parts, fraction, seed)
+    total = parts.records.num_examples
+    count = min(total, max(1, math.ceil(fraction * total - 1e-9)))
+    start = int(np.random.default_rng(seed).integers(0, total - count + 1))
+    description = f"{count} of {total} records from {start} (seed {seed})"
+    part = _tfds_part(source, parts, parts.records.take(start, start + count), description)
+    if count == total:
+        return part, None
+    rest = parts.records.take(0, start)
+    rest = dataclasses.replace(rest, ranges=rest.ranges + parts.records.take(start + count, total).ranges)
+    return part, _tfds_part(source, parts, rest, f"all but {description}")
+
+
+def _check_fraction(fraction):
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1]; got {fraction!r}.")
+
+
+def _parts_of(source):
     parts = source._parts
     if parts is None or parts.dataset is not source.dataset:  # built elsewhere, or replaced
         parts = _Parts(source.dataset, source.dataset, lambda examples: examples)
+    return parts
+
+
+def _tfds_part(source, parts, records, description):
+    return _make_source(
+        records.stream(),
+        parts.decode,
+        records=records,
+        num_examples=records.num_examples,
+        num_classes=source.num_classes,
+        class_names=source.class_names,
+        image_shape=source.image_shape,
+        origin=f"{source.origin}, {description}",
+    )
+
+
+def _split_by_class(source, parts, fraction, seed):
+    """`(part, rest)`: the first `ceil(fraction * n_c)` of every class c in a seeded permutation."""
     in_memory = isinstance(parts.encoded, tuple)
     labels = parts.encoded[1] if in_memory else _read_labels(parts.encoded)  # not decoding
     order = np.random.default_rng(seed).permutation(len(labels))
