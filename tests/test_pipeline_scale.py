@@ -4,9 +4,12 @@ import math
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
+import tensorflow_datasets as tfds
 from PIL import Image
 
+from cifar_fixtures import fake_download, write_fake_cifar
 from okdph_keras.data import multi_view_dataset, sources
 from okdph_keras.data.sources import from_arrays, load_source, split_per_class
 
@@ -98,3 +101,75 @@ def test_keras_layer_view_output_equals_numpy():
     np.testing.assert_array_equal(labels.numpy(), np.arange(12))
     np.testing.assert_allclose(scaled.numpy(), images.astype(np.float32) / 127.5 - 1.0, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(raw.numpy(), images.astype(np.float32))
+
+
+# --- TFDS: 40 fake CIFAR-10 records in 8 TFRecord files of 5 -------------------------------
+
+
+@pytest.fixture(scope="module")
+def sharded_cifar(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("tfds_sharded")
+    written = write_fake_cifar(data_dir / "raw", "cifar10", num_train=40, num_test=8, seed=7)
+    with fake_download(data_dir / "raw"):
+        tfds.builder("cifar10", data_dir=str(data_dir)).download_and_prepare(
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False, num_shards=8)
+        )
+    assert tfds.builder("cifar10", data_dir=str(data_dir)).info.splits["train"].num_shards == 8
+    return data_dir, written["train"]
+
+
+@pytest.fixture
+def records_read(monkeypatch):
+    """Counts the TFRecords read from files (skipped ones included)."""
+    count = []
+    plain = tf.data.TFRecordDataset
+
+    def counting(*args, **kwargs):
+        def record(serialized):
+            count.append(1)
+            return serialized
+
+        return plain(*args, **kwargs).map(lambda r: tf.py_function(record, [r], tf.string))
+
+    monkeypatch.setattr(tf.data, "TFRecordDataset", counting)
+    return count
+
+
+def image_keys(images):
+    return [np.asarray(image, np.uint8).tobytes() for image in images]
+
+
+def test_tfds_holdout_is_disjoint_sized_stable_and_reads_only_its_records(
+    sharded_cifar, records_read, monkeypatch
+):
+    data_dir, (images, _) = sharded_cifar
+
+    def no_label_scan(examples):
+        raise AssertionError("the hold-out must be chosen without reading the labels")
+
+    monkeypatch.setattr(sources, "_read_labels", no_label_scan)
+    source = load_source("cifar10", "train", data_dir=data_dir, download=False)
+    held, train = split_per_class(source, 0.25, seed=2)
+    assert held.num_examples == 10 and train.num_examples == 30
+    epochs = [
+        image_keys(image for x, _ in multi_view_dataset(held, [None], 4, seed=0, epochs=e + 1, initial_epoch=e)
+                   for image in x[0].numpy())
+        for e in (0, 1)
+    ]
+    # 10 consecutive records span at most 3 files: at most 4 skipped records before them.
+    assert len(records_read) <= 2 * (10 + 4), len(records_read)  # a scan of train reads 80
+    assert len(epochs[0]) == 10 and sorted(epochs[0]) == sorted(epochs[1])
+    train_keys = image_keys(image for image, _ in train.dataset.as_numpy_iterator())
+    assert len(train_keys) == 30 and not set(train_keys) & set(epochs[0])
+    assert sorted(train_keys + epochs[0]) == sorted(image_keys(images))
+
+
+def test_tfds_epochs_shuffle_files_and_give_every_record_once(sharded_cifar, monkeypatch):
+    data_dir, (images, _) = sharded_cifar
+    monkeypatch.setattr(sources, "RECORD_BUFFER_BYTES", 1)  # a 1-record buffer: files alone
+    source = load_source("cifar10", "train", data_dir=data_dir, download=False)
+    fixed = image_keys(image for image, _ in source.dataset.as_numpy_iterator())
+    data = multi_view_dataset(source, [None], 40, seed=4, epochs=2)
+    epoch0, epoch1 = (image_keys(x[0].numpy()) for x, _ in data)
+    assert sorted(epoch0) == sorted(epoch1) == sorted(image_keys(images))
+    assert epoch0 != epoch1 and epoch0 != fixed and epoch1 != fixed
