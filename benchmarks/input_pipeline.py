@@ -97,7 +97,7 @@ def imagenet_child(root):
     rate = FLAGS.imagenet_batches * IMAGENET_BATCH / (time.perf_counter() - start)
     peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
     print(json.dumps({"examples": source.num_examples, "rate": rate, "distinct": distinct,
-                      "peak_mb": peak_kb / 1024, "cores": os.cpu_count()}))
+                      "peak_mb": peak_kb / 1024, "cores": len(os.sched_getaffinity(0))}))
 
 
 def imagenet_main():
