@@ -87,6 +87,7 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     # Everything that can fail on bad input fails before the run directory is made.
+    _check_writable(config.output_dir, "output_dir")
     _check_writable(config.saved_models_dir, "saved_models_dir")
     _check_export_target(config, run_dir)
     data = load_sources(config)

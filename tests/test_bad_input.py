@@ -335,7 +335,7 @@ CASES = [
     pytest.param(run_class_folders_without_images, ValueError, r"No images in class folders under .*imageless_tree/train \(class folders: \['cat', 'dog'\]; image files end in \.jpg", id="class_folders_without_images"),
     pytest.param(run_corrupt_image, ValueError, r"Could not read or decode image file .*train/dog/1\.png", id="corrupt_image"),
     pytest.param(run_unknown_tfds_dataset, ValueError, r"Unknown dataset 'cifar11': not a TFDS dataset name\. Image-classification names include cifar10", id="run_unknown_tfds_dataset"),
-    pytest.param(run_unwritable_output_dir, ValueError, r"Cannot write the run directory .*bad_input", id="unwritable_output_dir"),
+    pytest.param(run_unwritable_output_dir, ValueError, r"Cannot write output_dir='.*': .* is not a writable directory", id="unwritable_output_dir"),
     pytest.param(run_unwritable_saved_models_dir, ValueError, r"Cannot write saved_models_dir='.*': .* is not a writable directory", id="unwritable_saved_models_dir"),
     pytest.param(run_normalization_length, ValueError, r"normalization has 2 values per channel but the images have 3 channels", id="run_normalization_wrong_length"),
     # OKDPH.
@@ -418,10 +418,7 @@ NAMES = {
 }
 # Messages that do not yet say what is allowed (library code outside these tests); the
 # test fails once such a message does, so that the entry is removed.
-KNOWN_GAPS = {
-    "unwritable_output_dir": "train.run names the run directory and the OS error, not that "
-    "output_dir must be a writable directory",
-}
+KNOWN_GAPS = {}
 
 
 def expected_pieces(case_id, ctx):
