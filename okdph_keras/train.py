@@ -449,6 +449,8 @@ def export_student(student, config, *, run_dir):
 
     `origin.json` beside it names `run_dir`; an export of another run
     directory is refused (`_check_export_target`), never overwritten.
+    Synchronised BatchNorm layers are saved as plain Keras ones, so that the
+    file loads with Keras alone.
     """
     _check_export_target(config, run_dir)
     directory = os.path.join(config.saved_models_dir, config.run_name)
@@ -456,7 +458,8 @@ def export_student(student, config, *, run_dir):
         os.path.join(directory, ORIGIN_FILE), {"run_dir": os.path.realpath(run_dir)}
     )
     path = os.path.join(directory, "student.keras")
-    checkpointing.write_atomically(path, student.save)
+    plain = distribute.with_synchronized_batchnorm(student, synchronized=False)
+    checkpointing.write_atomically(path, plain.save)
     return path
 
 

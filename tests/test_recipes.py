@@ -82,8 +82,6 @@ def check_run_directory(tmp_path, run_name, num_students, epochs=2):
     student = tmp_path / "saved" / run_name / "student.keras"
     import keras  # noqa: PLC0415
 
-    import okdph_keras  # noqa: F401, PLC0415 (registers its layers, e.g. synchronised BatchNorm)
-
     model = keras.saving.load_model(student)
     assert model.output_shape[-1] == config_classes(config)
     assert not list(tmp_path.rglob("*.tmp*")), "a temporary file was left behind"
@@ -134,6 +132,22 @@ def test_image_folder_recipe_smoke_mirrored_on_two_cpu_replicas(tmp_path, image_
     assert hwm == pytest.approx(hwm_test_accuracy(tmp_path / "runs/image_folder_small_cnn_m2_seed42_smoke", 9))
     config = json.loads((tmp_path / "runs/image_folder_small_cnn_m2_seed42_smoke/config.json").read_text())
     assert config["sync_bn"] is True
+    # The exported student is plain Keras: it loads without okdph_keras and gives the trained logits.
+    images = np.random.default_rng(0).normal(size=(4, 16, 16, 3)).astype(np.float32)
+    np.save(tmp_path / "images.npy", images)
+    student = tmp_path / "saved/image_folder_small_cnn_m2_seed42_smoke/student.keras"
+    load = (
+        "import sys, keras, numpy as np; "
+        f"model = keras.saving.load_model({str(student)!r}); "
+        "assert not [m for m in sys.modules if m.startswith('okdph_keras')]; "
+        f"np.save({str(tmp_path / 'logits.npy')!r}, model.predict(np.load({str(tmp_path / 'images.npy')!r}), verbose=0))"
+    )
+    completed = subprocess.run([sys.executable, "-c", load], cwd=tmp_path, capture_output=True, text=True,
+                               timeout=TIMEOUT_S)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    trained = checkpoint_model(tmp_path / "runs/image_folder_small_cnn_m2_seed42_smoke").students[results["best_student"]]
+    expected = np.asarray(trained(images, training=False))
+    np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), expected, rtol=1e-5, atol=1e-5)
 
 
 def hwm_test_accuracy(run_dir, num_test):
@@ -144,8 +158,7 @@ def hwm_test_accuracy(run_dir, num_test):
     from okdph_keras.config import Config  # noqa: PLC0415
 
     config = Config.from_json_dict(json.loads((run_dir / "config.json").read_text()))
-    state = json.loads((run_dir / "state.json").read_text())
-    model = keras.saving.load_model(run_dir / state["checkpoint"])
+    model = checkpoint_model(run_dir)
     _, _, test = train.make_datasets(config, train.load_sources(config))
     correct = total = 0
     for images, labels in test:
@@ -156,13 +169,18 @@ def hwm_test_accuracy(run_dir, num_test):
     return correct / total
 
 
-def final_weights(run_root, run_name):
+def checkpoint_model(run_dir):
+    """The run's last checkpoint (an `OKDPH`)."""
     import keras  # noqa: PLC0415
 
-    import okdph_keras  # noqa: F401, PLC0415 (registers OKDPH)
+    import okdph_keras  # noqa: F401, PLC0415 (registers OKDPH and synchronised BatchNorm)
 
-    state = json.loads((run_root / "runs" / run_name / "state.json").read_text())
-    model = keras.saving.load_model(run_root / "runs" / run_name / state["checkpoint"])
+    state = json.loads((run_dir / "state.json").read_text())
+    return keras.saving.load_model(run_dir / state["checkpoint"])
+
+
+def final_weights(run_root, run_name):
+    model = checkpoint_model(run_root / "runs" / run_name)
     return [v.numpy() for v in model.variables + model.optimizer.variables]
 
 
