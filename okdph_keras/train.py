@@ -94,10 +94,10 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
     state = checkpointing.load_state(run_dir)
     initial_epoch = state["epochs_done"] if state else 0
     steps_per_epoch = math.ceil(data.train.num_examples / config.batch_size)
-    # Training done: the last epoch's batches still serve a pending average's BatchNorm.
-    datasets = make_datasets(
+    datasets = make_datasets(  # (a finished training's dataset is never iterated)
         config, data, min(initial_epoch, config.epochs - 1), strategy.num_replicas_in_sync
     )
+    bn_data = batchnorm_batches(config, data, steps_per_epoch)
     with strategy.scope():
         if state:
             print(f"Resuming {run_dir} after epoch {initial_epoch} of {config.epochs}.")
@@ -111,12 +111,13 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
     checkpoint = checkpointing.RunCheckpoint(run_dir, state and state["history"], write=chief)
     start = time.perf_counter()
     if initial_epoch < config.epochs:
-        _fit(model, config, run_dir, datasets, initial_epoch, steps_per_epoch, strategy,
-             checkpoint, callbacks)
+        _fit(model, config=config, run_dir=run_dir, datasets=datasets, bn_data=bn_data,
+             initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch, strategy=strategy,
+             checkpoint=checkpoint, callbacks=callbacks)
     elif config.method in AVERAGING_METHODS and not state.get("averaged"):
         print(f"Training of {run_dir} had finished; applying the {config.method} average.")
         _apply_pending_average(model, config=config, run_dir=run_dir, datasets=datasets,
-                               steps_per_epoch=steps_per_epoch, strategy=strategy, checkpoint=checkpoint)
+                               bn_data=bn_data, strategy=strategy, checkpoint=checkpoint)
     history = checkpoint.history
     results = summarize(config, history, time.perf_counter() - start)
     if chief:
@@ -130,7 +131,8 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
     return results
 
 
-def _fit(model, config, run_dir, datasets, initial_epoch, steps_per_epoch, strategy, checkpoint, callbacks):
+def _fit(model, *, config, run_dir, datasets, bn_data, initial_epoch, steps_per_epoch, strategy,
+         checkpoint, callbacks):
     """Trains the remaining epochs with every callback a run needs.
 
     `model.fit()`, or `loop.fit` where Keras cannot drive the strategy. For
@@ -153,7 +155,7 @@ def _fit(model, config, run_dir, datasets, initial_epoch, steps_per_epoch, strat
         validation_data=validation_data,
         callbacks=[
             checkpointing.StopOnNonFiniteLoss(run_dir),
-            *method_callbacks(config, run_dir, train_data.take(steps_per_epoch), chief),
+            *method_callbacks(config, run_dir, bn_data, chief),
             EvaluateEachEpoch(test_data, prefix="test_", evaluate=evaluate),
             checkpoint,
             *([keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"))] if chief else []),
@@ -166,13 +168,13 @@ def _fit(model, config, run_dir, datasets, initial_epoch, steps_per_epoch, strat
         _checkpoint_average(model, datasets, evaluate, checkpoint)
 
 
-def _apply_pending_average(model, *, config, run_dir, datasets, steps_per_epoch, strategy, checkpoint):
+def _apply_pending_average(model, *, config, run_dir, datasets, bn_data, strategy, checkpoint):
     """Averages a model whose training ended before its average was checkpointed.
 
     Redoes what the end of `fit` does for SWA (the average from its state
     file) or EMA (the optimizer's EMA), BatchNorm included, then checkpoints it.
     """
-    method = method_callbacks(config, run_dir, datasets[0].take(steps_per_epoch), distribute.is_chief(strategy))
+    method = method_callbacks(config, run_dir, bn_data, distribute.is_chief(strategy))
     for callback in method:
         callback.set_model(model)
         callback.on_train_begin()
@@ -304,21 +306,8 @@ def make_datasets(config, data, initial_epoch=0, replicas=1):
             f"batch_size={config.batch_size} is larger than the {data.train.num_examples} training "
             f"examples: under {replicas} replicas the first batch must be full. Lower --batch_size."
         )
-    views = [
-        views_lib.make_view(name, config.style, config.image_size, seed=config.seed + index)
-        for index, name in enumerate(config.views)
-    ]
+    train = _training_batches(config, data, initial_epoch)
     noise = dict(noise_mean=config.noise_mean, noise_std=config.noise_std)
-    train = multi_view_dataset(
-        data.train,
-        views,
-        config.batch_size,
-        seed=config.seed,
-        normalization=config.normalization,
-        epochs=config.epochs,
-        initial_epoch=initial_epoch,
-        **noise,
-    )
 
     def evaluation(source):
         batch_size = config.batch_size
@@ -334,6 +323,36 @@ def make_datasets(config, data, initial_epoch=0, replicas=1):
         )
 
     return train, evaluation(data.validation), evaluation(data.test)
+
+
+def _training_batches(config, data, initial_epoch):
+    """The multi-view training batches of epochs `initial_epoch` to `config.epochs - 1`."""
+    views = [
+        views_lib.make_view(name, config.style, config.image_size, seed=config.seed + index)
+        for index, name in enumerate(config.views)
+    ]
+    return multi_view_dataset(
+        data.train,
+        views,
+        config.batch_size,
+        seed=config.seed,
+        normalization=config.normalization,
+        noise_mean=config.noise_mean,
+        noise_std=config.noise_std,
+        epochs=config.epochs,
+        initial_epoch=initial_epoch,
+    )
+
+
+def batchnorm_batches(config, data, steps_per_epoch):
+    """The last epoch's training batches, on which SWA and EMA recompute BatchNorm; else None.
+
+    The same batches however often the run was interrupted and resumed, so a
+    resumed run ends with the statistics an uninterrupted one does.
+    """
+    if config.method not in AVERAGING_METHODS:
+        return None
+    return _training_batches(config, data, config.epochs - 1).take(steps_per_epoch)
 
 
 AVERAGING_METHODS = ("swa", "ema")  # the trained weights are replaced by an average at the end

@@ -231,6 +231,16 @@ def test_a_kill_before_the_averaged_checkpoint_is_written_reruns_into_the_averag
     for student, expected in zip(model.students, average):
         assert_weights(student, expected)
 
+    # Everything, BatchNorm statistics recomputed for the average included, is what an
+    # uninterrupted run ends with.
+    straight = train.run(swa_config(tmp_path / "straight"))
+    assert straight["final_test_accuracy"] == results["final_test_accuracy"]
+    straight_state = checkpointing.load_state(tmp_path / "straight" / "unit")
+    uninterrupted = keras.saving.load_model(tmp_path / "straight" / "unit" / straight_state["checkpoint"])
+    assert len(model.variables) == len(uninterrupted.variables)
+    for a, b in zip(model.variables, uninterrupted.variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.path)
+
 
 def test_an_export_of_another_run_directory_is_refused_before_training(tmp_path, labelled_arrays):
     first = config_for(tmp_path / "a", epochs=1, batch_size=64, saved_models_dir=str(tmp_path / "saved"),
