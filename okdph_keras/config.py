@@ -70,7 +70,10 @@ class Config:
         smoke: a seconds-long run on a tiny slice, for trying a recipe out.
         output_dir: where run directories go.
         run_name: the run directory's name (and the exported student's).
-        saved_models_dir: where the best student is exported.
+        saved_models_dir: where the best student is exported, to
+            `<saved_models_dir>/<run_name>/` whatever `output_dir` is; a
+            student another run directory exported there is never
+            overwritten (`train.run` refuses before training).
     """
 
     dataset: str

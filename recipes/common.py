@@ -14,7 +14,11 @@ def define_flags(model, image_size, style, normalization):
     flags.DEFINE_string("data_dir", None, "TFDS data directory, or the root of an image tree.")
     flags.DEFINE_string("output_dir", "runs", "Where run directories go.")
     flags.DEFINE_string("run_name", None, "Run directory name (default: from dataset, model, M, seed).")
-    flags.DEFINE_string("saved_models_dir", None, "Where the best student is exported (default saved_models).")
+    flags.DEFINE_string(
+        "saved_models_dir", None,
+        "Where the best student is exported, as <dir>/<run name>/student.keras (default saved_models, "
+        "whatever --output_dir; a student another run directory exported is never overwritten).",
+    )
     flags.DEFINE_string("model", model, "Student architecture (okdph_keras.models.MODELS).")
     flags.DEFINE_enum("style", style, ["cifar", "imagenet"], "Augmentation style.")
     flags.DEFINE_integer("image_size", image_size, "Side of the square training images.")
