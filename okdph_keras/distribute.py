@@ -132,8 +132,8 @@ def when_not_empty(batch, step, empty_step, *, synchronized=False):
         return tf.cond(has_examples, lambda: step(batch, tf.ones([])), empty_step)
     weight = tf.cast(has_examples, tf.float32)
     padded = tf.nest.map_structure(
-        lambda t: tf.cond(
-            has_examples, lambda: t, lambda: tf.zeros([1, *t.shape[1:]], t.dtype)
+        lambda t: tf.cond(  # the shape of an empty tensor is safe to read; no kernel runs on it
+            has_examples, lambda: t, lambda: tf.zeros(tf.concat([[1], tf.shape(t)[1:]], 0), t.dtype)
         ),
         batch,
     )

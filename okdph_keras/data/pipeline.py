@@ -27,7 +27,7 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from okdph_keras.data.sources import Source
+from okdph_keras.data.sources import Source, parts_of
 from okdph_keras.data.views import normalize
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -71,20 +71,15 @@ def _examples(data):
         def count(dataset):
             return dataset.apply(tf.data.experimental.assert_cardinality(data.num_examples))
 
-        parts = data._parts
-        if parts is None or parts.dataset is not data.dataset:  # replaced: only its stream
-            parts = None
-        elif isinstance(parts.encoded, tuple):
+        parts = parts_of(data)
+        if isinstance(parts.encoded, tuple):
             return count(data.dataset), data.num_examples, _indexed_epochs(
                 parts.encoded, parts.decode, count
             )
 
         def stream_epoch(shuffle, shuffle_seed):
-            if parts is None:
-                encoded, decode = data.dataset, (lambda examples: examples)
-            else:
-                encoded, decode = parts.encoded, parts.decode
-            if shuffle and parts is not None and parts.records is not None:  # TFDS files
+            encoded = parts.encoded
+            if shuffle and parts.records is not None:  # TFDS files
                 encoded = parts.records.shuffled(shuffle_seed)
             elif shuffle:
                 encoded = encoded.shuffle(
@@ -92,7 +87,7 @@ def _examples(data):
                     seed=shuffle_seed,
                     reshuffle_each_iteration=False,
                 )
-            return count(decode(encoded))
+            return count(parts.decode(encoded))
 
         return count(data.dataset), data.num_examples, stream_epoch
     images, labels = data

@@ -546,7 +546,7 @@ def limit_per_class(source, fraction, seed):
         >>> train_1pct = limit_per_class(load_source("cifar10", "train"), 0.01, seed=0)
     """
     _check_fraction(fraction)
-    return _split_by_class(source, _parts_of(source), fraction, seed)[0]
+    return _split_by_class(source, parts_of(source), fraction, seed)[0]
 
 
 def split_per_class(source, fraction, seed):
@@ -576,7 +576,7 @@ def split_per_class(source, fraction, seed):
         >>> validation, train = split_per_class(load_source("cifar10", "train"), 0.1, seed=0)
     """
     _check_fraction(fraction)
-    parts = _parts_of(source)
+    parts = parts_of(source)
     if parts.records is None:
         return _split_by_class(source, parts, fraction, seed)
     total = parts.records.num_examples
@@ -596,7 +596,8 @@ def _check_fraction(fraction):
         raise ValueError(f"fraction must be in (0, 1]; got {fraction!r}.")
 
 
-def _parts_of(source):
+def parts_of(source):
+    """How `source` was built (encoded items, decoder), or its dataset as is when replaced."""
     parts = source._parts
     if parts is None or parts.dataset is not source.dataset:  # built elsewhere, or replaced
         parts = _Parts(source.dataset, source.dataset, lambda examples: examples)
