@@ -26,7 +26,9 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 
 from benchmarks import machine  # noqa: E402
 
-ARCHIVE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10-jpg.tar.gz")
+ARCHIVE = os.path.join(
+    os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10-jpg.tar.gz"
+)
 
 
 def parse_args(argv):
@@ -34,12 +36,18 @@ def parse_args(argv):
     parser.add_argument("--archive", default=ARCHIVE, help="cifar10-jpg.tar.gz")
     parser.add_argument("--methods", default="independent,kdcl,okdph", help="comma-separated")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--model", default="small_cnn", help="a narrow network: the budget is 2 CPU cores")
-    parser.add_argument("--train_fraction", type=float, default=0.1, help="of each class, after validation")
+    parser.add_argument(
+        "--model", default="small_cnn", help="a narrow network: the budget is 2 CPU cores"
+    )
+    parser.add_argument(
+        "--train_fraction", type=float, default=0.1, help="of each class, after validation"
+    )
     parser.add_argument("--validation_fraction", type=float, default=0.02)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--output_dir", default=None, help="runs and tables (default: a temporary folder)")
+    parser.add_argument(
+        "--output_dir", default=None, help="runs and tables (default: a temporary folder)"
+    )
     return parser.parse_args(argv)
 
 
@@ -55,7 +63,8 @@ def main(argv=None):
 
     import tensorflow as tf  # noqa: PLC0415
 
-    from okdph_keras import compare, config as config_lib  # noqa: PLC0415
+    from okdph_keras import compare  # noqa: PLC0415
+    from okdph_keras import config as config_lib
     from okdph_keras.data.views import NORMALIZATION  # noqa: PLC0415
 
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
@@ -66,9 +75,18 @@ def main(argv=None):
         with tarfile.open(args.archive) as archive:
             archive.extractall(data_dir, filter="data")
     base = config_lib.reference_config(
-        "image_folder", args.model, config_lib.default_views("cifar10"), "cifar", 32, NORMALIZATION["cifar10"],
-        data_dir=data_dir, epochs=args.epochs, batch_size=args.batch_size,
-        data_fraction=args.train_fraction, validation_fraction=args.validation_fraction, run_name="base",
+        "image_folder",
+        args.model,
+        config_lib.default_views("cifar10"),
+        "cifar",
+        32,
+        NORMALIZATION["cifar10"],
+        data_dir=data_dir,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        data_fraction=args.train_fraction,
+        validation_fraction=args.validation_fraction,
+        run_name="base",
     )
     budget = (
         f"{args.model}, {base.epochs} epochs, batch {base.batch_size}, {args.train_fraction:g} of each "
@@ -77,14 +95,23 @@ def main(argv=None):
         f"views {list(base.views)}, reference hyperparameters (ω={base.omega}, β={base.beta}, "
         f"γ={base.fusion_gamma}, τ={base.temperature}), test on all 10,000 test images"
     )
-    print(f"Command: {command}\nBudget: {budget}\nHardware: {hardware()}; TensorFlow {tf.__version__}", flush=True)
+    print(
+        f"Command: {command}\nBudget: {budget}\nHardware: {hardware()}; TensorFlow {tf.__version__}",
+        flush=True,
+    )
     start = time.perf_counter()
     summary = compare.compare(
-        base, args.methods.split(","), args.seeds, os.path.join(output_dir, "comparison"), flatness_radius=0.0
+        base,
+        args.methods.split(","),
+        args.seeds,
+        os.path.join(output_dir, "comparison"),
+        flatness_radius=0.0,
     )
     minutes = (time.perf_counter() - start) / 60
-    print(f"\nWall time: {minutes:.1f} min for {len(summary['methods']) * len(summary['seeds'])} runs "
-          f"({output_dir}).\nCommand: {command}\nBudget: {budget}\nHardware: {hardware()}")
+    print(
+        f"\nWall time: {minutes:.1f} min for {len(summary['methods']) * len(summary['seeds'])} runs "
+        f"({output_dir}).\nCommand: {command}\nBudget: {budget}\nHardware: {hardware()}"
+    )
     print(compare.format_markdown(summary))
 
 

@@ -21,16 +21,15 @@ exact expectation for a uniform shuffle (sampling without replacement).
 import json
 import math
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
-from absl import app, flags
 import numpy as np
 import tensorflow as tf
+from absl import app, flags
 
 import okdph_keras
 from okdph_keras import data
@@ -74,20 +73,29 @@ def write_tree(root, *, classes, per_class, distinct=64):
 def expected_distinct(classes, per_class, batch):
     """Exact E[distinct classes] in `batch` drawn without replacement from a balanced set."""
     total = classes * per_class
-    absent = math.exp(  # C(total - per_class, batch) / C(total, batch)
-        math.lgamma(total - per_class + 1) - math.lgamma(total - per_class - batch + 1)
-        + math.lgamma(total - batch + 1) - math.lgamma(total + 1)
-    ) if total - per_class >= batch else 0.0
+    absent = (
+        math.exp(  # C(total - per_class, batch) / C(total, batch)
+            math.lgamma(total - per_class + 1)
+            - math.lgamma(total - per_class - batch + 1)
+            + math.lgamma(total - batch + 1)
+            - math.lgamma(total + 1)
+        )
+        if total - per_class >= batch
+        else 0.0
+    )
     return classes * (1 - absent)
 
 
 def imagenet_child(root):
     """Measures one tree in this process; prints one JSON line."""
     source = data.load_source("image_folder", "train", data_dir=root)
-    views = [data.make_view(name, "imagenet", 224, seed=k)
-             for k, name in enumerate(data.DEFAULT_VIEWS["imagenet"])]
-    pipeline = data.multi_view_dataset(source, views, IMAGENET_BATCH, seed=0,
-                                       normalization=data.NORMALIZATION["imagenet"])
+    views = [
+        data.make_view(name, "imagenet", 224, seed=k)
+        for k, name in enumerate(data.DEFAULT_VIEWS["imagenet"])
+    ]
+    pipeline = data.multi_view_dataset(
+        source, views, IMAGENET_BATCH, seed=0, normalization=data.NORMALIZATION["imagenet"]
+    )
     iterator = iter(pipeline)
     distinct = [len(np.unique(next(iterator)[1].numpy()))]  # warm-up batch counts too
     start = time.perf_counter()
@@ -95,24 +103,47 @@ def imagenet_child(root):
         distinct.append(len(np.unique(next(iterator)[1].numpy())))
         print(f"    batch {k + 1}/{FLAGS.imagenet_batches}", file=sys.stderr, flush=True)
     rate = FLAGS.imagenet_batches * IMAGENET_BATCH / (time.perf_counter() - start)
-    peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
-    print(json.dumps({"examples": source.num_examples, "rate": rate, "distinct": distinct,
-                      "peak_mb": peak_kb / 1024, "cores": len(os.sched_getaffinity(0))}))
+    peak_kb = next(
+        int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")
+    )
+    print(
+        json.dumps(
+            {
+                "examples": source.num_examples,
+                "rate": rate,
+                "distinct": distinct,
+                "peak_mb": peak_kb / 1024,
+                "cores": len(os.sched_getaffinity(0)),
+            }
+        )
+    )
 
 
 def imagenet_main():
     classes = FLAGS.imagenet_classes
-    print(f"ImageNet mode: {classes} classes, class-sorted folders of 400x350 JPEGs, "
-          f"batch {IMAGENET_BATCH}, views {data.DEFAULT_VIEWS['imagenet']}", flush=True)
+    print(
+        f"ImageNet mode: {classes} classes, class-sorted folders of 400x350 JPEGs, "
+        f"batch {IMAGENET_BATCH}, views {data.DEFAULT_VIEWS['imagenet']}",
+        flush=True,
+    )
     for per_class in map(int, FLAGS.imagenet_sizes):
         root = tempfile.mkdtemp(prefix="okdph-imagenet-")
         try:
-            print(f"{per_class} images per class: writing {classes * per_class} files to {root}", flush=True)
+            print(
+                f"{per_class} images per class: writing {classes * per_class} files to {root}",
+                flush=True,
+            )
             write_tree(root, classes=classes, per_class=per_class)
             out = subprocess.run(
-                [sys.executable, __file__, f"--_imagenet_child={root}",
-                 f"--imagenet_batches={FLAGS.imagenet_batches}"],
-                check=True, stdout=subprocess.PIPE, text=True,
+                [
+                    sys.executable,
+                    __file__,
+                    f"--_imagenet_child={root}",
+                    f"--imagenet_batches={FLAGS.imagenet_batches}",
+                ],
+                check=True,
+                stdout=subprocess.PIPE,
+                text=True,
             ).stdout
             result = json.loads(out.strip().splitlines()[-1])
         finally:
@@ -120,12 +151,15 @@ def imagenet_main():
         expected = expected_distinct(classes, per_class, IMAGENET_BATCH)
         with_replacement = classes * (1 - (1 - 1 / classes) ** IMAGENET_BATCH)
         mean = float(np.mean(result["distinct"]))
-        print(f"  {result['examples']} images: {result['rate'] / result['cores']:.1f} images/s per core "
-              f"({result['rate']:.1f} images/s on {result['cores']} cores), peak RSS "
-              f"{result['peak_mb']:.0f} MB; distinct classes per batch of {IMAGENET_BATCH}: mean "
-              f"{mean:.1f} over {len(result['distinct'])} batches {result['distinct']}; uniform "
-              f"expectation {expected:.1f} (exact, without replacement from {per_class} per class; "
-              f"with replacement {with_replacement:.1f}); ratio {mean / expected:.3f}", flush=True)
+        print(
+            f"  {result['examples']} images: {result['rate'] / result['cores']:.1f} images/s per core "
+            f"({result['rate']:.1f} images/s on {result['cores']} cores), peak RSS "
+            f"{result['peak_mb']:.0f} MB; distinct classes per batch of {IMAGENET_BATCH}: mean "
+            f"{mean:.1f} over {len(result['distinct'])} batches {result['distinct']}; uniform "
+            f"expectation {expected:.1f} (exact, without replacement from {per_class} per class; "
+            f"with replacement {with_replacement:.1f}); ratio {mean / expected:.3f}",
+            flush=True,
+        )
 
 
 def images_per_second(iterator, count, batch_size):
@@ -150,7 +184,10 @@ def main(argv):
             rng.integers(0, 256, size=(10_000, 32, 32, 3), dtype=np.uint8),
             rng.integers(0, 10, size=10_000),
         )
-    views = [data.make_view(name, "cifar", 32, seed=k) for k, name in enumerate(data.DEFAULT_VIEWS["cifar10"])]
+    views = [
+        data.make_view(name, "cifar", 32, seed=k)
+        for k, name in enumerate(data.DEFAULT_VIEWS["cifar10"])
+    ]
     pipeline = data.multi_view_dataset(
         source, views, FLAGS.batch_size, normalization=data.NORMALIZATION["cifar10"], epochs=1000
     )
@@ -174,8 +211,10 @@ def main(argv):
     print(f"source: {source.origin}")
     print(f"3-view pipeline ({', '.join(v.name for v in views)}): {pipeline_rate:8.0f} images/s")
     print(f"OKDPH step ({FLAGS.model}, M=2, batch {FLAGS.batch_size}):  {step_rate:8.0f} images/s")
-    print(f"pipeline / step: {pipeline_rate / step_rate:.1f}x  (CPUs: {len(tf.config.list_physical_devices('CPU'))} device, "
-          f"{tf.config.threading.get_inter_op_parallelism_threads() or 'default'} inter-op threads)")
+    print(
+        f"pipeline / step: {pipeline_rate / step_rate:.1f}x  (CPUs: {len(tf.config.list_physical_devices('CPU'))} device, "
+        f"{tf.config.threading.get_inter_op_parallelism_threads() or 'default'} inter-op threads)"
+    )
 
 
 if __name__ == "__main__":

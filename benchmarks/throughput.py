@@ -74,14 +74,23 @@ flags.DEFINE_integer("channels", 3, "Channels of the synthetic images.")
 flags.DEFINE_integer("num_classes", 10, "Number of classes.")
 flags.DEFINE_integer("steps", 10, "Steps per epoch.")
 flags.DEFINE_integer("epochs", 3, "Epochs per process; the first (tracing, warm-up) is discarded.")
-flags.DEFINE_integer("repeats", 1, "Fresh processes per configuration, interleaved across configurations.")
+flags.DEFINE_integer(
+    "repeats", 1, "Fresh processes per configuration, interleaved across configurations."
+)
 flags.DEFINE_list("configs", list(CONFIGS), f"Configurations to run, a subset of {list(CONFIGS)}.")
-flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "compile(jit_compile=...); Keras' 'auto' is XLA on GPU, off on CPU.")
+flags.DEFINE_enum(
+    "jit_compile",
+    "auto",
+    ["auto", "true", "false"],
+    "compile(jit_compile=...); Keras' 'auto' is XLA on GPU, off on CPU.",
+)
 flags.DEFINE_integer("steps_per_execution", 1, "compile(steps_per_execution=...).")
 flags.DEFINE_float("weight_decay", 5e-4, "Coupled L2 of every configuration (the recipes' 5e-4).")
 flags.DEFINE_float("learning_rate", 0.05, "SGD learning rate (momentum 0.9).")
 flags.DEFINE_bool("quick", False, f"Smoke-sized run: {QUICK}, overriding those flags.")
-flags.DEFINE_string("_one", None, "Internal: run one configuration in this process and print its result.")
+flags.DEFINE_string(
+    "_one", None, "Internal: run one configuration in this process and print its result."
+)
 FLAGS = flags.FLAGS
 
 
@@ -115,9 +124,14 @@ def run_one(name):
     num_students, hwm_gradient, mixed = CONFIGS[name]
     gpus = tf.config.list_physical_devices("GPU")
     rss_after_imports = _rss_mib()
-    capabilities = [tf.config.experimental.get_device_details(g).get("compute_capability") for g in gpus]
+    capabilities = [
+        tf.config.experimental.get_device_details(g).get("compute_capability") for g in gpus
+    ]
     if mixed and not any(c is not None and tuple(c) >= (7, 0) for c in capabilities):
-        return dict(config=name, skipped=f"n/a (TensorFlow sees no GPU of compute capability >= 7.0: {capabilities})")
+        return dict(
+            config=name,
+            skipped=f"n/a (TensorFlow sees no GPU of compute capability >= 7.0: {capabilities})",
+        )
     if mixed:
         keras.mixed_precision.set_global_policy("mixed_float16")
     keras.utils.set_random_seed(0)
@@ -151,8 +165,11 @@ def run_one(name):
             metric.reset_state()
     else:
         model = okdph_keras.OKDPH(
-            build, num_students=num_students, hwm_gradient=hwm_gradient,
-            weight_decay=FLAGS.weight_decay, seed=0,
+            build,
+            num_students=num_students,
+            hwm_gradient=hwm_gradient,
+            weight_decay=FLAGS.weight_decay,
+            seed=0,
         )
         images = rng.standard_normal((FLAGS.batch_size, num_students + 1, *shape), dtype=np.float32)
         model.compile(optimizer=optimizer, **compile_options)
@@ -182,12 +199,20 @@ def run_one(name):
     timer = EpochTimer()
     if gpus:
         tf.config.experimental.reset_memory_stats("GPU:0")
-    model.fit(dataset, steps_per_epoch=FLAGS.steps, epochs=FLAGS.epochs, verbose=0, callbacks=[timer],
-              shuffle=False)
+    model.fit(
+        dataset,
+        steps_per_epoch=FLAGS.steps,
+        epochs=FLAGS.epochs,
+        verbose=0,
+        callbacks=[timer],
+        shuffle=False,
+    )
     timed = timer.seconds[1:]
     result = dict(
         config=name,
-        tensorflow_gpus=[tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus],
+        tensorflow_gpus=[
+            tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus
+        ],
         images_per_second=FLAGS.steps * FLAGS.batch_size / statistics.median(timed),
         epoch_seconds=timer.seconds,
         traces=traces[0],
@@ -212,7 +237,10 @@ def hardware():
     try:
         query = subprocess.run(
             ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=60, check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         query = ""
@@ -229,27 +257,49 @@ def hardware():
 
 
 def child_command(name):
-    settings = ("model", "batch_size", "image_size", "channels", "num_classes", "steps", "epochs",
-                "jit_compile", "steps_per_execution", "weight_decay", "learning_rate")
-    return [sys.executable, "-m", "benchmarks.throughput", f"--_one={name}",
-            *(f"--{key}={getattr(FLAGS, key)}" for key in settings)]
+    settings = (
+        "model",
+        "batch_size",
+        "image_size",
+        "channels",
+        "num_classes",
+        "steps",
+        "epochs",
+        "jit_compile",
+        "steps_per_execution",
+        "weight_decay",
+        "learning_rate",
+    )
+    return [
+        sys.executable,
+        "-m",
+        "benchmarks.throughput",
+        f"--_one={name}",
+        *(f"--{key}={getattr(FLAGS, key)}" for key in settings),
+    ]
 
 
 def run_child(name):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
-    completed = subprocess.run(child_command(name), cwd=root, env=env, capture_output=True, text=True)
+    completed = subprocess.run(
+        child_command(name), cwd=root, env=env, capture_output=True, text=True
+    )
     for line in completed.stdout.splitlines():
         if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG):])
+            return json.loads(line[len(RESULT_TAG) :])
     raise RuntimeError(f"{name} failed (exit {completed.returncode}):\n{completed.stderr[-4000:]}")
 
 
 def table(rows):
     widths = [max(len(str(row[k])) for row in rows) for k in range(len(rows[0]))]
-    lines = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(rows[0], widths)) + " |",
-             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    lines += ["| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |" for row in rows[1:]]
+    lines = [
+        "| " + " | ".join(str(c).ljust(w) for c, w in zip(rows[0], widths)) + " |",
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+    ]
+    lines += [
+        "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |" for row in rows[1:]
+    ]
     return "\n".join(lines)
 
 
@@ -258,7 +308,9 @@ def linear_fit(points):
     n = len(points)
     mean_m = sum(m for m, _ in points) / n
     mean_c = sum(c for _, c in points) / n
-    b = sum((m - mean_m) * (c - mean_c) for m, c in points) / sum((m - mean_m) ** 2 for m, _ in points)
+    b = sum((m - mean_m) * (c - mean_c) for m, c in points) / sum(
+        (m - mean_m) ** 2 for m, _ in points
+    )
     a = mean_c - b * mean_m
     return a, b, max(abs(c - (a + b * m)) / c for m, c in points)
 
@@ -280,17 +332,30 @@ def main(argv):
 
     started = time.perf_counter()
     lines, mixed_ok = hardware()
-    invocation = ["python", "-m", "benchmarks.throughput"] if __package__ else ["python", sys.argv[0]]
-    print(f"command: {shlex.join([*invocation, *sys.argv[1:]])}"
-          + ("  (--quick: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()) + ")" if FLAGS.quick else ""))
+    invocation = (
+        ["python", "-m", "benchmarks.throughput"] if __package__ else ["python", sys.argv[0]]
+    )
+    print(
+        f"command: {shlex.join([*invocation, *sys.argv[1:]])}"
+        + (
+            "  (--quick: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()) + ")"
+            if FLAGS.quick
+            else ""
+        )
+    )
     print(*lines, sep="\n")
-    print(f"TensorFlow {importlib.metadata.version('tensorflow')}, Keras {importlib.metadata.version('keras')}, "
-          f"Python {platform.python_version()} ({sys.executable})")
-    print(f"{FLAGS.model}, batch {FLAGS.batch_size}, {FLAGS.image_size}x{FLAGS.image_size}x{FLAGS.channels}, "
-          f"{FLAGS.num_classes} classes; SGD(momentum 0.9), coupled L2 {FLAGS.weight_decay:g}; "
-          f"jit_compile={FLAGS.jit_compile}, steps_per_execution={FLAGS.steps_per_execution}; "
-          f"{FLAGS.epochs} epochs x {FLAGS.steps} steps per process (first epoch discarded), "
-          f"{FLAGS.repeats} process(es) per configuration, interleaved.\n", flush=True)
+    print(
+        f"TensorFlow {importlib.metadata.version('tensorflow')}, Keras {importlib.metadata.version('keras')}, "
+        f"Python {platform.python_version()} ({sys.executable})"
+    )
+    print(
+        f"{FLAGS.model}, batch {FLAGS.batch_size}, {FLAGS.image_size}x{FLAGS.image_size}x{FLAGS.channels}, "
+        f"{FLAGS.num_classes} classes; SGD(momentum 0.9), coupled L2 {FLAGS.weight_decay:g}; "
+        f"jit_compile={FLAGS.jit_compile}, steps_per_execution={FLAGS.steps_per_execution}; "
+        f"{FLAGS.epochs} epochs x {FLAGS.steps} steps per process (first epoch discarded), "
+        f"{FLAGS.repeats} process(es) per configuration, interleaved.\n",
+        flush=True,
+    )
 
     skipped = {name: "n/a (no GPU)" for name in configs if CONFIGS[name][2] and not mixed_ok}
     results = {name: [] for name in configs if name not in skipped}
@@ -299,14 +364,19 @@ def main(argv):
             try:
                 result = run_child(name)
             except RuntimeError as error:
-                print(f"  repeat {repeat + 1}/{FLAGS.repeats} {name:<15} FAILED: {error}", flush=True)
+                print(
+                    f"  repeat {repeat + 1}/{FLAGS.repeats} {name:<15} FAILED: {error}", flush=True
+                )
                 continue
             if "skipped" in result:
                 skipped[name] = result["skipped"]
                 continue
             results[name].append(result)
-            print(f"  repeat {repeat + 1}/{FLAGS.repeats} {name:<15} {result['images_per_second']:9.1f} images/s "
-                  f"(epochs: {', '.join(f'{s:.2f}' for s in result['epoch_seconds'])} s)", flush=True)
+            print(
+                f"  repeat {repeat + 1}/{FLAGS.repeats} {name:<15} {result['images_per_second']:9.1f} images/s "
+                f"(epochs: {', '.join(f'{s:.2f}' for s in result['epoch_seconds'])} s)",
+                flush=True,
+            )
     results = {name: rs for name, rs in results.items() if rs}
     seen = sorted({gpu for rs in results.values() for r in rs for gpu in r["tensorflow_gpus"]})
     print(f"GPUs TensorFlow used: {', '.join(seen) or 'none'}")
@@ -317,54 +387,87 @@ def main(argv):
         if baseline not in results or name == baseline:
             return None
         return statistics.median(
-            s["images_per_second"] / c["images_per_second"] for s, c in zip(results[baseline], results[name])
+            s["images_per_second"] / c["images_per_second"]
+            for s, c in zip(results[baseline], results[name])
         )
 
     on_gpu = any("gpu_peak_mib" in r for rs in results.values() for r in rs)
     memory = "peak GPU memory (MiB)" if on_gpu else "peak RSS (MiB)"
-    header = ("configuration", "images/s", "spread", "cost (x single)", "target", memory,
-              "RSS after imports (MiB)", "traces", "XLA")
+    header = (
+        "configuration",
+        "images/s",
+        "spread",
+        "cost (x single)",
+        "target",
+        memory,
+        "RSS after imports (MiB)",
+        "traces",
+        "XLA",
+    )
     rows = [header]
     for name in configs:
         if name not in results:
             rows.append((name, skipped.get(name, "failed"), "", "", "", "", "", "", ""))
             continue
         rates = sorted(r["images_per_second"] for r in results[name])
-        epoch_rates = sorted(FLAGS.steps * FLAGS.batch_size / s
-                             for r in results[name] for s in r["epoch_seconds"][1:])
+        epoch_rates = sorted(
+            FLAGS.steps * FLAGS.batch_size / s
+            for r in results[name]
+            for s in r["epoch_seconds"][1:]
+        )
         c = cost(name)
         target = TARGETS.get(name)
-        peak = statistics.median(r["gpu_peak_mib" if on_gpu else "peak_rss_mib"] for r in results[name])
-        rows.append((
-            name,
-            f"{statistics.median(rates):.1f}",
-            f"{epoch_rates[0]:.0f}-{epoch_rates[-1]:.0f}",
-            "1.00" if c is None and not CONFIGS[name][0] else (f"{c:.2f}" if c else "-"),
-            "" if target is None else f"<= {target} {'met' if c is not None and c <= target else 'MISSED'}",
-            f"{peak:.0f}",
-            f"{statistics.median(r['rss_after_imports_mib'] for r in results[name]):.0f}",
-            "/".join(str(r["traces"]) for r in results[name]),
-            "on" if results[name][0]["jit_compile"] else "off",
-        ))
+        peak = statistics.median(
+            r["gpu_peak_mib" if on_gpu else "peak_rss_mib"] for r in results[name]
+        )
+        rows.append(
+            (
+                name,
+                f"{statistics.median(rates):.1f}",
+                f"{epoch_rates[0]:.0f}-{epoch_rates[-1]:.0f}",
+                "1.00" if c is None and not CONFIGS[name][0] else (f"{c:.2f}" if c else "-"),
+                ""
+                if target is None
+                else f"<= {target} {'met' if c is not None and c <= target else 'MISSED'}",
+                f"{peak:.0f}",
+                f"{statistics.median(r['rss_after_imports_mib'] for r in results[name]):.0f}",
+                "/".join(str(r["traces"]) for r in results[name]),
+                "on" if results[name][0]["jit_compile"] else "off",
+            )
+        )
     print()
     print(table(rows))
-    print("spread: images/s of the slowest and fastest timed epoch over every process; traces: Python "
-          "executions of train_step (1 = traced once) per process.")
+    print(
+        "spread: images/s of the slowest and fastest timed epoch over every process; traces: Python "
+        "executions of train_step (1 = traced once) per process."
+    )
     if not on_gpu:
-        print("Memory: peak resident set of the configuration's own process (ru_maxrss), TensorFlow's "
-              "runtime included; subtract 'RSS after imports' for the model's share.")
+        print(
+            "Memory: peak resident set of the configuration's own process (ru_maxrss), TensorFlow's "
+            "runtime included; subtract 'RSS after imports' for the model's share."
+        )
 
-    scaling = [(CONFIGS[n][0], cost(n)) for n in ("okdph_m2", "okdph_m3", "okdph_m4") if n in results and cost(n)]
+    scaling = [
+        (CONFIGS[n][0], cost(n))
+        for n in ("okdph_m2", "okdph_m3", "okdph_m4")
+        if n in results and cost(n)
+    ]
     if len(scaling) >= 2:
         print("\nScaling with M (paper mode):")
         base = scaling[0][1] if scaling[0][0] == 2 else None
         for m, c in scaling:
-            extra = f"; cost(M)/cost(2) = {c / base:.2f} vs M/2 = {m / 2:.2f}, (M+1)/3 = {(m + 1) / 3:.2f}" if base else ""
+            extra = (
+                f"; cost(M)/cost(2) = {c / base:.2f} vs M/2 = {m / 2:.2f}, (M+1)/3 = {(m + 1) / 3:.2f}"
+                if base
+                else ""
+            )
             print(f"  M={m}: cost {c:.2f}x{extra}")
         if len(scaling) >= 3:
             a, b, residual = linear_fit(scaling)
-            print(f"  linear fit: cost = {a:.2f} + {b:.2f} * M (largest residual {100 * residual:.1f}% of the cost); "
-                  f"{b:.2f}x a single model per extra student")
+            print(
+                f"  linear fit: cost = {a:.2f} + {b:.2f} * M (largest residual {100 * residual:.1f}% of the cost); "
+                f"{b:.2f}x a single model per extra student"
+            )
     print(f"\nTotal wall time: {time.perf_counter() - started:.0f} s")
 
 

@@ -12,8 +12,17 @@ __version__ = "0.1.0"
 
 # Submodules in `__all__` (also reachable as attributes, e.g. `okdph_keras.train`).
 _SUBMODULES = (
-    "analysis", "baselines", "callbacks", "data", "distribute", "hybrid", "loop", "losses",
-    "models", "step", "train",
+    "analysis",
+    "baselines",
+    "callbacks",
+    "data",
+    "distribute",
+    "hybrid",
+    "loop",
+    "losses",
+    "models",
+    "step",
+    "train",
 )
 # Further submodules reachable as attributes, not in `__all__`.
 _OTHER_SUBMODULES = ("checkpointing", "config", "curves", "export", "model", "predict")

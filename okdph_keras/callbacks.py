@@ -27,12 +27,18 @@ class Fusion(keras.callbacks.Callback):
 
     def __init__(self, gamma=0.5, every=1, unit="epoch"):
         super().__init__()
-        if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not 0.0 <= gamma <= 1.0:
+        if (
+            isinstance(gamma, bool)
+            or not isinstance(gamma, numbers.Real)
+            or not 0.0 <= gamma <= 1.0
+        ):
             raise ValueError(f"Fusion gamma={gamma!r} is out of range; it must be in [0, 1].")
         if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
             raise ValueError(f"Fusion every={every!r} is not allowed; it must be an integer >= 1.")
         if unit not in FUSION_UNITS:
-            raise ValueError(f"Fusion unit={unit!r} is not supported; expected one of {FUSION_UNITS}.")
+            raise ValueError(
+                f"Fusion unit={unit!r} is not supported; expected one of {FUSION_UNITS}."
+            )
         self.gamma = float(gamma)
         self.every = int(every)
         self.unit = unit
@@ -42,9 +48,7 @@ class Fusion(keras.callbacks.Callback):
 
     def set_model(self, model):
         if not callable(getattr(model, "fuse", None)):
-            raise ValueError(
-                f"Fusion works on an OKDPH model; got {type(model).__name__}."
-            )
+            raise ValueError(f"Fusion works on an OKDPH model; got {type(model).__name__}.")
         super().set_model(model)
 
     def on_train_begin(self, logs=None):
@@ -110,10 +114,14 @@ class EvaluateEachEpoch(keras.callbacks.Callback):
     def __init__(self, data, prefix="test_", evaluate=None):
         super().__init__()
         if not prefix or prefix == "val_":
-            raise ValueError(f"prefix={prefix!r} is not allowed: use a non-empty prefix other than 'val_'.")
+            raise ValueError(
+                f"prefix={prefix!r} is not allowed: use a non-empty prefix other than 'val_'."
+            )
         self.data = data
         self.prefix = prefix
-        self.evaluate = evaluate or (lambda model, data: model.evaluate(data, verbose=0, return_dict=True))
+        self.evaluate = evaluate or (
+            lambda model, data: model.evaluate(data, verbose=0, return_dict=True)
+        )
 
     def on_epoch_end(self, epoch, logs=None):
         results = self.evaluate(self.model, self.data)

@@ -33,7 +33,9 @@ def write_atomically(path, write):
     directory, name = os.path.split(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     stem, extension = os.path.splitext(name)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{extension}", dir=directory)
+    descriptor, temporary = tempfile.mkstemp(
+        prefix=f".{stem}.", suffix=f".tmp{extension}", dir=directory
+    )
     os.close(descriptor)
     try:
         write(temporary)
@@ -45,6 +47,7 @@ def write_atomically(path, write):
 
 def write_bytes_atomically(path, content):
     """Writes `content` (bytes) to `path` through a synced temporary file."""
+
     def write(temporary):
         with open(temporary, "wb") as file:
             file.write(content)
@@ -130,8 +133,12 @@ class RunCheckpoint(keras.callbacks.Callback):
         previous = load_state(self.run_dir)
         write_json_atomically(
             os.path.join(self.run_dir, STATE_FILE),
-            {"epochs_done": epochs_done, "checkpoint": relative, "history": self.history,
-             "averaged": averaged},
+            {
+                "epochs_done": epochs_done,
+                "checkpoint": relative,
+                "history": self.history,
+                "averaged": averaged,
+            },
         )
         write_text_atomically(os.path.join(self.run_dir, HISTORY_FILE), history_csv(self.history))
         if previous and previous["checkpoint"] != relative:

@@ -81,11 +81,16 @@ def compare(base, methods, seeds, output_dir, flatness_radius=0.05, strategy=Non
     seeds = list(range(base.seed, base.seed + seeds)) if isinstance(seeds, int) else list(seeds)
     if not methods or not seeds:
         raise ValueError(f"Nothing to compare: methods={methods!r}, seeds={seeds!r}.")
-    configs = [method_config(base, m, s, output_dir) for m in methods for s in seeds]  # all checked first
+    configs = [
+        method_config(base, m, s, output_dir) for m in methods for s in seeds
+    ]  # all checked first
     runs = {}
     for index, config in enumerate(configs, start=1):
         finished = os.path.exists(os.path.join(config.output_dir, config.run_name, "results.json"))
-        print(f"[{index}/{len(configs)}] {config.run_name}: {'reused' if finished else 'training'}", flush=True)
+        print(
+            f"[{index}/{len(configs)}] {config.run_name}: {'reused' if finished else 'training'}",
+            flush=True,
+        )
         start = time.perf_counter()
         results = train.run(config, strategy)
         if flatness_radius:
@@ -94,7 +99,9 @@ def compare(base, methods, seeds, output_dir, flatness_radius=0.05, strategy=Non
     summary = summarize(methods, seeds, runs, flatness_radius)
     os.makedirs(output_dir, exist_ok=True)
     checkpointing.write_json_atomically(os.path.join(output_dir, "comparison.json"), summary)
-    checkpointing.write_text_atomically(os.path.join(output_dir, "comparison.md"), format_markdown(summary))
+    checkpointing.write_text_atomically(
+        os.path.join(output_dir, "comparison.md"), format_markdown(summary)
+    )
     checkpointing.write_atomically(
         os.path.join(output_dir, "comparison.png"), lambda path: plot_comparison(summary, path)
     )
@@ -108,20 +115,33 @@ def _sharpness(config, results, radius):
 
     student = keras.saving.load_model(results["exported_student"], compile=False)
     test = train.load_sources(config).test
-    data = eval_dataset(
-        test, 128,
-        transform=views_lib.eval_transform(config.style, config.image_size),
-        normalization=config.normalization, seed=config.seed,
-        noise_mean=config.noise_mean, noise_std=config.noise_std,
-    ).unbatch().take(FLATNESS_EXAMPLES).batch(128)
-    figures = analysis.perturbation_sharpness(student, data, radius, samples=FLATNESS_SAMPLES, seed=config.seed)
+    data = (
+        eval_dataset(
+            test,
+            128,
+            transform=views_lib.eval_transform(config.style, config.image_size),
+            normalization=config.normalization,
+            seed=config.seed,
+            noise_mean=config.noise_mean,
+            noise_std=config.noise_std,
+        )
+        .unbatch()
+        .take(FLATNESS_EXAMPLES)
+        .batch(128)
+    )
+    figures = analysis.perturbation_sharpness(
+        student, data, radius, samples=FLATNESS_SAMPLES, seed=config.seed
+    )
     return figures.mean_increase
 
 
 def _mean_std(values):
     values = np.asarray(values, np.float64)
-    return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-            "values": values.tolist()}
+    return {
+        "mean": float(values.mean()),
+        "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+        "values": values.tolist(),
+    }
 
 
 def summarize(methods, seeds, runs, flatness_radius=0.0):
@@ -139,7 +159,9 @@ def summarize(methods, seeds, runs, flatness_radius=0.0):
     for method in methods:
         results = [runs[f"{method}_seed{seed}"] for seed in seeds]
         networks = list(results[0]["final_test_accuracy"])
-        row = {name: _mean_std([r["final_test_accuracy"][name] for r in results]) for name in networks}
+        row = {
+            name: _mean_std([r["final_test_accuracy"][name] for r in results]) for name in networks
+        }
         row["students_mean"] = _mean_std([r["students_mean_final_test_accuracy"] for r in results])
         row["exported_student"] = _mean_std(
             [r["final_test_accuracy"][f"student_{r['best_student']}"] for r in results]
@@ -154,7 +176,9 @@ def summarize(methods, seeds, runs, flatness_radius=0.0):
 def format_markdown(summary):
     """The comparison as a markdown table (accuracies in %, mean ± std over seeds)."""
     methods = summary["methods"]
-    students = sorted({name for row in methods.values() for name in row if name.startswith("student_")})
+    students = sorted(
+        {name for row in methods.values() for name in row if name.startswith("student_")}
+    )
     columns = [*students, "students_mean", "hwm", "ensemble", "exported_student"]
     header = ["method", *columns]
     if any("sharpness" in row for row in methods.values()):
@@ -171,7 +195,11 @@ def format_markdown(summary):
     for method, row in methods.items():
         cells = [method]
         for name in columns:
-            cells.append(f"{100 * row[name]['mean']:.2f} ± {100 * row[name]['std']:.2f}" if name in row else "")
+            cells.append(
+                f"{100 * row[name]['mean']:.2f} ± {100 * row[name]['std']:.2f}"
+                if name in row
+                else ""
+            )
         if "sharpness" in row:
             cells.append(f"{row['sharpness']['mean']:.4f} ± {row['sharpness']['std']:.4f}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -189,12 +217,22 @@ def plot_comparison(summary, path):
     rows = [summary["methods"][m]["exported_student"] for m in methods]
     figure, axis = plt.subplots(figsize=(1.4 * len(methods) + 2, 4))
     positions = np.arange(len(methods))
-    axis.bar(positions, [100 * r["mean"] for r in rows], yerr=[100 * r["std"] for r in rows],
-             capsize=4, color="C0", alpha=0.6)
+    axis.bar(
+        positions,
+        [100 * r["mean"] for r in rows],
+        yerr=[100 * r["std"] for r in rows],
+        capsize=4,
+        color="C0",
+        alpha=0.6,
+    )
     for position, row in zip(positions, rows):
-        axis.scatter([position] * len(row["values"]), [100 * v for v in row["values"]], color="k", s=10)
+        axis.scatter(
+            [position] * len(row["values"]), [100 * v for v in row["values"]], color="k", s=10
+        )
     low = min(100 * v for r in rows for v in r["values"])
-    axis.set_ylim(max(0.0, low - 5), min(100.0, max(100 * r["mean"] + 100 * r["std"] for r in rows) + 3))
+    axis.set_ylim(
+        max(0.0, low - 5), min(100.0, max(100 * r["mean"] + 100 * r["std"] for r in rows) + 3)
+    )
     axis.set_xticks(positions, methods, rotation=20)
     axis.set_ylabel("exported student test accuracy (%)")
     axis.grid(axis="y", alpha=0.3)

@@ -152,7 +152,9 @@ def default_views(dataset_kind, num_students=2):
     if dataset_kind not in DEFAULT_VIEWS:
         raise ValueError(f"No default views for {dataset_kind!r}; known: {sorted(DEFAULT_VIEWS)}.")
     if isinstance(num_students, bool) or not isinstance(num_students, int) or num_students < 2:
-        raise ValueError(f"num_students={num_students!r} is not allowed; it must be an integer >= 2.")
+        raise ValueError(
+            f"num_students={num_students!r} is not allowed; it must be an integer >= 2."
+        )
     if num_students == 4 and dataset_kind != "imagenet":
         return ("hflip", "cutout", "randaugment", "autoaugment", "none")
     *students, hwm = DEFAULT_VIEWS[dataset_kind]
@@ -198,7 +200,9 @@ def reference_config(dataset, model, views, style, image_size, normalization, **
     values["views"] = tuple(values["views"])
     if values.get("run_name") is None:
         method = values.get("method", Config.method)
-        name = f"{values['dataset']}_{values['model']}" + ("" if method == "okdph" else f"_{method}")
+        name = f"{values['dataset']}_{values['model']}" + (
+            "" if method == "okdph" else f"_{method}"
+        )
         name += f"_m{len(values['views']) - 1}"
         name += f"_seed{values.get('seed', Config.seed)}"
         values["run_name"] = name + ("_smoke" if values.get("smoke") else "")

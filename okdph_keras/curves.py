@@ -11,7 +11,7 @@ def network_names(history):
     """Networks with a test accuracy in `history`: student_0.., hwm, ensemble."""
     suffix = "_accuracy"
     return sorted(
-        key[len("test_"): -len(suffix)]
+        key[len("test_") : -len(suffix)]
         for key in history
         if key.startswith("test_") and key.endswith(suffix)
     )

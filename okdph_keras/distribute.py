@@ -55,7 +55,9 @@ def make_strategy(name="auto", cpu_replicas=1):
     if name not in STRATEGIES:
         raise ValueError(f"Unknown strategy {name!r}; expected one of {STRATEGIES}.")
     if isinstance(cpu_replicas, bool) or not isinstance(cpu_replicas, int) or cpu_replicas < 1:
-        raise ValueError(f"cpu_replicas={cpu_replicas!r} is not allowed; it must be an integer >= 1.")
+        raise ValueError(
+            f"cpu_replicas={cpu_replicas!r} is not allowed; it must be an integer >= 1."
+        )
     if cpu_replicas > 1 and not tf.config.list_physical_devices("GPU"):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
@@ -157,6 +159,7 @@ def average_across_replicas(variables, strategy=None):
     variables = list(variables)
     if strategy.num_replicas_in_sync == 1 or not variables:
         return
+
     def replica_means():
         context = tf.distribute.get_replica_context()
         return context.all_reduce(tf.distribute.ReduceOp.MEAN, [tf.identity(v) for v in variables])
@@ -186,7 +189,8 @@ def with_synchronized_batchnorm(model, synchronized=True):
         >>> OKDPH(lambda: with_synchronized_batchnorm(get_model("resnet32", 10)))
     """
     layer_class = (
-        sync_batchnorm.SynchronizedBatchNormalization if synchronized
+        sync_batchnorm.SynchronizedBatchNormalization
+        if synchronized
         else keras.layers.BatchNormalization
     )
 

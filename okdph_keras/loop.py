@@ -36,7 +36,9 @@ def _step_function(model, name):
         def run(batch):
             reported = strategy.run(step, args=(batch,))
             # Read in the cross-replica context: the metrics of every replica and worker.
-            return {metric.name: metric.result() for metric in model.metrics if metric.name in reported}
+            return {
+                metric.name: metric.result() for metric in model.metrics if metric.name in reported
+            }
 
         functions[name] = run
     return functions[name]

@@ -57,9 +57,7 @@ def distillation_loss(teacher_logits, student_logits, temperature):
     student = full_precision(student_logits) / temperature
     teacher_log_probs = tf.nn.log_softmax(teacher, axis=-1)
     student_log_probs = tf.nn.log_softmax(student, axis=-1)
-    kl = tf.reduce_sum(
-        tf.exp(teacher_log_probs) * (teacher_log_probs - student_log_probs), axis=-1
-    )
+    kl = tf.reduce_sum(tf.exp(teacher_log_probs) * (teacher_log_probs - student_log_probs), axis=-1)
     return temperature**2 * tf.reduce_mean(kl)
 
 

@@ -10,8 +10,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from okdph_keras import hybrid as hybrid_lib
 from okdph_keras import distribute, losses, step, sync_batchnorm
+from okdph_keras import hybrid as hybrid_lib
 
 
 @keras.saving.register_keras_serializable(package="okdph_keras")
@@ -100,11 +100,15 @@ class OKDPH(keras.Model):
         self.temperature = _check_number("temperature", temperature, low=0.0, low_open=True)
         self.weight_decay = _check_number("weight_decay", weight_decay, low=0.0)
         if hybrid not in hybrid_lib.HYBRID_MODES:
-            raise ValueError(f"hybrid={hybrid!r} is not supported; expected one of {hybrid_lib.HYBRID_MODES}.")
+            raise ValueError(
+                f"hybrid={hybrid!r} is not supported; expected one of {hybrid_lib.HYBRID_MODES}."
+            )
         self.hybrid = hybrid
         self.hwm_gradient = _check_bool("hwm_gradient", hwm_gradient)
         if objective not in step.OBJECTIVES:
-            raise ValueError(f"objective={objective!r} is not supported; expected one of {step.OBJECTIVES}.")
+            raise ValueError(
+                f"objective={objective!r} is not supported; expected one of {step.OBJECTIVES}."
+            )
         self.objective = objective
         self.sam_rho = _check_number("sam_rho", sam_rho, low=0.0)
         self.sam_adaptive = _check_bool("sam_adaptive", sam_adaptive)
@@ -156,8 +160,12 @@ class OKDPH(keras.Model):
                 value = np.zeros_like(value)
                 value.flat[0] = np.random.default_rng([self.seed % 2**32, index]).integers(1, 2**31)
             variable = self.add_weight(
-                name=f"hwm_integer_state_{index}", shape=source.shape, dtype=source.dtype,
-                initializer="zeros", trainable=False, aggregation="none",
+                name=f"hwm_integer_state_{index}",
+                shape=source.shape,
+                dtype=source.dtype,
+                initializer="zeros",
+                trainable=False,
+                aggregation="none",
             )
             variable.assign(value)
             state.append(variable)
@@ -168,9 +176,7 @@ class OKDPH(keras.Model):
         mean, accuracy = keras.metrics.Mean, keras.metrics.SparseCategoricalAccuracy
         self.loss_tracker = mean(name="loss")
         self.kd_tracker = mean(name="kd_loss")
-        self.student_ce_trackers = [
-            mean(name=f"student_{m}_ce") for m in range(self.num_students)
-        ]
+        self.student_ce_trackers = [mean(name=f"student_{m}_ce") for m in range(self.num_students)]
         self.student_accuracy_trackers = [
             accuracy(name=f"student_{m}_accuracy") for m in range(self.num_students)
         ]
@@ -195,7 +201,9 @@ class OKDPH(keras.Model):
         """The trackers' results; without the HWM's when it did not run."""
         reported = self.metrics
         if not hwm_ran:  # report nothing rather than zeros
-            reported = [m for m in reported if m not in (self.hwm_ce_tracker, self.hwm_accuracy_tracker)]
+            reported = [
+                m for m in reported if m not in (self.hwm_ce_tracker, self.hwm_accuracy_tracker)
+            ]
         return {metric.name: metric.result() for metric in reported}
 
     def _update_metrics(self, outputs, labels, weight):
@@ -207,14 +215,20 @@ class OKDPH(keras.Model):
             tf.add_n(outputs.kd) / self.num_students, sample_weight=batch_size
         )
         for m in range(self.num_students):
-            self.student_ce_trackers[m].update_state(outputs.student_ce[m], sample_weight=batch_size)
-            self.student_accuracy_trackers[m].update_state(labels, outputs.student_logits[m], sample_weight=example_weights)
+            self.student_ce_trackers[m].update_state(
+                outputs.student_ce[m], sample_weight=batch_size
+            )
+            self.student_accuracy_trackers[m].update_state(
+                labels, outputs.student_logits[m], sample_weight=example_weights
+            )
         if outputs.hwm_logits is not None:  # baselines train without the HWM
             self.hwm_ce_tracker.update_state(outputs.hwm_ce, sample_weight=batch_size)
-            self.hwm_accuracy_tracker.update_state(labels, outputs.hwm_logits, sample_weight=example_weights)
-        ensemble = tf.add_n(
-            [losses.full_precision(z) for z in outputs.student_logits]
-        ) / float(self.num_students)
+            self.hwm_accuracy_tracker.update_state(
+                labels, outputs.hwm_logits, sample_weight=example_weights
+            )
+        ensemble = tf.add_n([losses.full_precision(z) for z in outputs.student_logits]) / float(
+            self.num_students
+        )
         self.ensemble_ce_tracker.update_state(
             losses.cross_entropy(labels, ensemble), sample_weight=batch_size
         )
@@ -237,8 +251,7 @@ class OKDPH(keras.Model):
         for name in ("loss", "loss_weights", "metrics", "weighted_metrics"):
             if kwargs.get(name) is not None:
                 raise ValueError(
-                    f"OKDPH computes its own losses and metrics; remove `{name}=` "
-                    "from compile()."
+                    f"OKDPH computes its own losses and metrics; remove `{name}=` from compile()."
                 )
         if kwargs.get("jit_compile", "auto") == "auto":
             kwargs["jit_compile"] = False
@@ -285,7 +298,9 @@ class OKDPH(keras.Model):
                 self.students,
                 *batch,
                 coefficients,
-                sharpness=dict(rho=self.sam_rho, adaptive=self.sam_adaptive) if self.sam_rho else None,
+                sharpness=dict(rho=self.sam_rho, adaptive=self.sam_adaptive)
+                if self.sam_rho
+                else None,
                 data_weight=weight,
                 **penalty,
                 **self._loss_options(),
@@ -324,7 +339,9 @@ class OKDPH(keras.Model):
             return tf.constant(True)
 
         distribute.when_not_empty(
-            (views, labels), evaluate_examples, lambda: tf.constant(False),
+            (views, labels),
+            evaluate_examples,
+            lambda: tf.constant(False),
             synchronized=self._synchronized,
         )
         return self._results(hwm_ran=True)
@@ -333,7 +350,10 @@ class OKDPH(keras.Model):
         """Logits `[B, M+1, num_classes]`: every student's, then the HWM's."""
         views, _ = self._split_views(inputs)
         student_logits, hwm_logits = step.network_logits(
-            self.students, views, tf.convert_to_tensor(self.coefficients), training=training,
+            self.students,
+            views,
+            tf.convert_to_tensor(self.coefficients),
+            training=training,
             hwm_state=self.hwm_state,
         )
         return tf.stack(student_logits + [hwm_logits], axis=1)
@@ -477,7 +497,12 @@ class OKDPH(keras.Model):
     def _fuse(self, gamma):
         # Replicas (and workers) may hold different BatchNorm statistics.
         distribute.average_across_replicas(
-            [v for s in self.students for v in s.non_trainable_variables if hybrid_lib.is_interpolable(v)],
+            [
+                v
+                for s in self.students
+                for v in s.non_trainable_variables
+                if hybrid_lib.is_interpolable(v)
+            ],
             self.distribute_strategy,
         )
         coefficients = tf.convert_to_tensor(self.coefficients)
@@ -533,12 +558,8 @@ class OKDPH(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config["students"] = [
-            keras.saving.deserialize_keras_object(s) for s in config["students"]
-        ]
+        config["students"] = [keras.saving.deserialize_keras_object(s) for s in config["students"]]
         return cls(**config)
-
-
 
 
 _SEED_KEY = "student_seed_state_"
@@ -586,8 +607,7 @@ def _make_students(students, num_students):
         students = list(students)
         if num_students is not None and num_students != len(students):
             raise ValueError(
-                f"num_students={num_students!r} does not match the {len(students)} "
-                "students given."
+                f"num_students={num_students!r} does not match the {len(students)} students given."
             )
     elif callable(students):
         num_students = 2 if num_students is None else num_students

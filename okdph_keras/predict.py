@@ -137,8 +137,10 @@ class SavedModel(ExportedModel):
         self._function = loaded.signatures[SIGNATURE]
         specs = self._function.structured_input_signature[1]
         if len(specs) != 1:
-            raise ValueError(f"SavedModel {path} takes {len(specs)} inputs; expected one image batch.")
-        (self._input_name, spec), = specs.items()
+            raise ValueError(
+                f"SavedModel {path} takes {len(specs)} inputs; expected one image batch."
+            )
+        ((self._input_name, spec),) = specs.items()
         if spec.dtype != tf.uint8:
             raise ValueError(
                 f"SavedModel {path} takes {spec.dtype.name} input; expected raw uint8 images "
@@ -184,8 +186,10 @@ class TFLiteModel(ExportedModel):
             inputs = {d["name"]: d for d in self.interpreter.get_input_details()}
             outputs = {d["name"]: d for d in self.interpreter.get_output_details()}
         if len(inputs) != 1:
-            raise ValueError(f"TFLite model {path} takes {len(inputs)} inputs; expected one image batch.")
-        (self._input_name, self.input_details), = inputs.items()
+            raise ValueError(
+                f"TFLite model {path} takes {len(inputs)} inputs; expected one image batch."
+            )
+        ((self._input_name, self.input_details),) = inputs.items()
         if self.input_details["dtype"] != np.uint8:
             raise ValueError(
                 f"TFLite model {path} takes {np.dtype(self.input_details['dtype']).name} input; "
@@ -211,7 +215,10 @@ class TFLiteModel(ExportedModel):
             self.interpreter.allocate_tensors()
             self.interpreter.set_tensor(self.input_details["index"], images)
             self.interpreter.invoke()
-            raw = {name: self.interpreter.get_tensor(d["index"]) for name, d in self.output_details.items()}
+            raw = {
+                name: self.interpreter.get_tensor(d["index"])
+                for name, d in self.output_details.items()
+            }
         return _complete({name: self._dequantize(name, value) for name, value in raw.items()})
 
 
@@ -262,7 +269,9 @@ def load(model_path, variant=None, num_threads=None):
             return SavedModel(path, metadata)
         return TFLiteModel(path, metadata, num_threads)
     if variant is not None:
-        raise ValueError(f"variant={variant!r} applies to export directories only; {model_path} is not one.")
+        raise ValueError(
+            f"variant={variant!r} applies to export directories only; {model_path} is not one."
+        )
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, "saved_model.pb")):
         return SavedModel(path, _read_metadata(os.path.dirname(path)))
     if os.path.isfile(path) and path.endswith(".tflite"):
@@ -318,7 +327,9 @@ def _resize_weights(in_size, out_size, antialias):
     centres = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * inverse_scale
     first = np.clip(np.ceil(centres - kernel_scale - 0.5), 0, in_size - 1).astype(np.int64)
     positions = first[:, None] + np.arange(int(np.ceil(2 * kernel_scale)) + 1)
-    distances = (positions.astype(np.float32) + np.float32(0.5) - centres[:, None]) * (1 / kernel_scale)
+    distances = (positions.astype(np.float32) + np.float32(0.5) - centres[:, None]) * (
+        1 / kernel_scale
+    )
     weights = np.maximum(np.float32(0), 1 - np.abs(distances))
     weights[positions >= in_size] = 0
     weights *= np.float32(1) / weights.sum(axis=1, keepdims=True, dtype=np.float32)
@@ -358,7 +369,7 @@ def transform_image(image, image_size, style=None):
         resized = round(image_size * 256 / 224) * shape // shape.min()
         image = _resize(image, *resized, antialias=True)
         top, left = np.round((resized - image_size) / 2).astype(int)
-        image = image[top:top + image_size, left:left + image_size]
+        image = image[top : top + image_size, left : left + image_size]
     return np.rint(np.clip(image, 0, 255)).astype(np.uint8)
 
 
@@ -420,9 +431,12 @@ def main(argv=None):
     )
     parser.add_argument("model", help="export directory, SavedModel directory or .tflite file")
     parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, BMP, GIF)")
-    parser.add_argument("--top_k", type=int, default=5, help="classes to show per image (default 5)")
     parser.add_argument(
-        "--variant", default=None,
+        "--top_k", type=int, default=5, help="classes to show per image (default 5)"
+    )
+    parser.add_argument(
+        "--variant",
+        default=None,
         help="for an export directory: saved_model (default), float32, float16, dynamic_range or int8",
     )
     args = parser.parse_args(argv)
@@ -431,7 +445,9 @@ def main(argv=None):
         results = predict_files(model, args.images, args.top_k)
     except (ValueError, FileNotFoundError) as error:
         parser.exit(1, f"error: {error}\n")
-    print(f"model: {model.path} ({model.kind}, input {model.image_size}x{model.image_size}x{model.channels} uint8)")
+    print(
+        f"model: {model.path} ({model.kind}, input {model.image_size}x{model.image_size}x{model.channels} uint8)"
+    )
     print(format_predictions(args.images, results))
     return 0
 

@@ -68,9 +68,7 @@ def hybrid_values(students, coefficients, hwm_gradient=True):
     )
 
 
-def network_logits(
-    students, views, coefficients, hwm_gradient=True, training=True, hwm_state=None
-):
+def network_logits(students, views, coefficients, hwm_gradient=True, training=True, hwm_state=None):
     """Logits of the M students and of the HWM, each on its own view.
 
     Args:
@@ -89,9 +87,7 @@ def network_logits(
         HWM runs through `students[0].stateless_call` on the hybrid values, so
         no weights are copied and no student's state changes because of it.
     """
-    student_logits = [
-        student(view, training=training) for student, view in zip(students, views)
-    ]
+    student_logits = [student(view, training=training) for student, view in zip(students, views)]
     trainable, non_trainable = hybrid_values(students, coefficients, hwm_gradient)
     positions = integer_positions(students[0])
     for position, state in zip(positions, hwm_state or ()):
@@ -107,7 +103,9 @@ def network_logits(
 
 def integer_positions(student):
     """Positions of the integer state (random seeds) in `student.non_trainable_variables`."""
-    return [i for i, v in enumerate(student.non_trainable_variables) if not hybrid.is_interpolable(v)]
+    return [
+        i for i, v in enumerate(student.non_trainable_variables) if not hybrid.is_interpolable(v)
+    ]
 
 
 def forward(
@@ -162,11 +160,17 @@ def forward(
     num_students = len(students)
     if trains_hwm(objective) or not training:
         student_logits, hwm_logits = network_logits(
-            students, views, coefficients, hwm_gradient=hwm_gradient, training=training,
+            students,
+            views,
+            coefficients,
+            hwm_gradient=hwm_gradient,
+            training=training,
             hwm_state=hwm_state,
         )
     else:  # the baselines train without the HWM
-        student_logits = [student(view, training=training) for student, view in zip(students, views)]
+        student_logits = [
+            student(view, training=training) for student, view in zip(students, views)
+        ]
         hwm_logits = None
     student_ce = [losses.cross_entropy(labels, z) for z in student_logits]
     hwm_ce = None if hwm_logits is None else losses.cross_entropy(labels, hwm_logits)
@@ -188,7 +192,13 @@ def _distillation_terms(objective, student_logits, hwm_logits, temperature):
     if objective == "dml":
         peers = [tf.stop_gradient(z) for z in logits]
         return [
-            tf.add_n([losses.distillation_loss(peers[k], z, temperature) for k in range(len(logits)) if k != m])
+            tf.add_n(
+                [
+                    losses.distillation_loss(peers[k], z, temperature)
+                    for k in range(len(logits))
+                    if k != m
+                ]
+            )
             / float(len(logits) - 1)
             for m, z in enumerate(logits)
         ]
@@ -243,7 +253,9 @@ def compute_gradients(
         return _differentiated(total, variables, weight_decay, scale_loss), outputs
 
     if sharpness is not None:
-        state = [v for s in students for v in s.non_trainable_variables if hybrid.is_interpolable(v)]
+        state = [
+            v for s in students for v in s.non_trainable_variables if hybrid.is_interpolable(v)
+        ]
         gradients, _, outputs = sam.sharpness_aware_gradients(
             differentiated_loss,
             [s.trainable_variables for s in students],

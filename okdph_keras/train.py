@@ -33,7 +33,8 @@ import tensorflow as tf
 from okdph_keras import baselines, checkpointing, curves, distribute, loop, step
 from okdph_keras.callbacks import EvaluateEachEpoch, Fusion
 from okdph_keras.config import Config, validate
-from okdph_keras.data import sources, views as views_lib
+from okdph_keras.data import sources
+from okdph_keras.data import views as views_lib
 from okdph_keras.data.pipeline import eval_dataset, multi_view_dataset
 from okdph_keras.model import OKDPH
 from okdph_keras.models import get_model
@@ -111,13 +112,29 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
     checkpoint = checkpointing.RunCheckpoint(run_dir, state and state["history"], write=chief)
     start = time.perf_counter()
     if initial_epoch < config.epochs:
-        _fit(model, config=config, run_dir=run_dir, datasets=datasets, bn_data=bn_data,
-             initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch, strategy=strategy,
-             checkpoint=checkpoint, callbacks=callbacks)
+        _fit(
+            model,
+            config=config,
+            run_dir=run_dir,
+            datasets=datasets,
+            bn_data=bn_data,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            strategy=strategy,
+            checkpoint=checkpoint,
+            callbacks=callbacks,
+        )
     elif config.method in AVERAGING_METHODS and not state.get("averaged"):
         print(f"Training of {run_dir} had finished; applying the {config.method} average.")
-        _apply_pending_average(model, config=config, run_dir=run_dir, datasets=datasets,
-                               bn_data=bn_data, strategy=strategy, checkpoint=checkpoint)
+        _apply_pending_average(
+            model,
+            config=config,
+            run_dir=run_dir,
+            datasets=datasets,
+            bn_data=bn_data,
+            strategy=strategy,
+            checkpoint=checkpoint,
+        )
     history = checkpoint.history
     results = summarize(config, history, time.perf_counter() - start)
     if chief:
@@ -131,8 +148,19 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
     return results
 
 
-def _fit(model, *, config, run_dir, datasets, bn_data, initial_epoch, steps_per_epoch, strategy,
-         checkpoint, callbacks):
+def _fit(
+    model,
+    *,
+    config,
+    run_dir,
+    datasets,
+    bn_data,
+    initial_epoch,
+    steps_per_epoch,
+    strategy,
+    checkpoint,
+    callbacks,
+):
     """Trains the remaining epochs with every callback a run needs.
 
     `model.fit()`, or `loop.fit` where Keras cannot drive the strategy. For
@@ -223,9 +251,7 @@ def _check_writable(path, name):
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(
-            f"Cannot write {name}={path!r}: {existing} is not a writable directory."
-        )
+        raise ValueError(f"Cannot write {name}={path!r}: {existing} is not a writable directory.")
 
 
 def _check_export_target(config, run_dir):
@@ -272,7 +298,9 @@ def load_sources(config):
     test = sources.load_source(dataset, "test", data_dir=config.data_dir)
     validation = None
     if config.validation_fraction > 0:
-        validation, train = sources.split_per_class(train, config.validation_fraction, seed=config.seed)
+        validation, train = sources.split_per_class(
+            train, config.validation_fraction, seed=config.seed
+        )
         if train is None:
             raise ValueError(
                 f"validation_fraction={config.validation_fraction} holds out every training "
@@ -369,7 +397,11 @@ def method_callbacks(config, run_dir, bn_data, chief=True):
         chief: whether this process writes files.
     """
     if config.method == "okdph":
-        return [Fusion(config.fusion_gamma, config.fusion_every, config.fusion_unit)] if config.fusion_gamma else []
+        return (
+            [Fusion(config.fusion_gamma, config.fusion_every, config.fusion_unit)]
+            if config.fusion_gamma
+            else []
+        )
     if config.method == "swa":
         return [
             baselines.SWA(
@@ -414,7 +446,11 @@ def make_optimizer(config, steps_per_epoch):
     values = [config.learning_rate * config.lr_decay**k for k in range(len(boundaries) + 1)]
     schedule = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
     optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum)
-    return baselines.ema_optimizer(optimizer, config.ema_momentum) if config.method == "ema" else optimizer
+    return (
+        baselines.ema_optimizer(optimizer, config.ema_momentum)
+        if config.method == "ema"
+        else optimizer
+    )
 
 
 def summarize(config, history, seconds):
@@ -437,7 +473,8 @@ def summarize(config, history, seconds):
         "epochs": len(history["loss"]),
         "final_test_accuracy": test_accuracy,
         "final_test_ce": final("test", "ce"),
-        "students_mean_final_test_accuracy": sum(test_accuracy[s] for s in students) / len(students),
+        "students_mean_final_test_accuracy": sum(test_accuracy[s] for s in students)
+        / len(students),
         "best_over_epochs_test_accuracy (not a final figure)": {
             name: max(history[f"test_{name}_accuracy"]) for name in names
         },
@@ -458,7 +495,9 @@ def summarize(config, history, seconds):
             "none: the run keeps no validation split (validation_fraction=0), so student 0 "
             "is exported; the test split is never used to choose"
         )
-    results["exported_student"] = os.path.join(config.saved_models_dir, config.run_name, "student.keras")
+    results["exported_student"] = os.path.join(
+        config.saved_models_dir, config.run_name, "student.keras"
+    )
     results["train_seconds_this_session"] = seconds
     return results
 

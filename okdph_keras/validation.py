@@ -42,7 +42,11 @@ def check_number(name, value, *, low=None, high=None, low_open=False, high_open=
         `float(value)`.
     """
     allowed = _range("a number", "a finite number", low, high, low_open, high_open)
-    if not is_number(value) or not math.isfinite(value) or not _within(value, low, high, low_open, high_open):
+    if (
+        not is_number(value)
+        or not math.isfinite(value)
+        or not _within(value, low, high, low_open, high_open)
+    ):
         fail(name, value, allowed)
     return float(value)
 
@@ -77,7 +81,9 @@ def _within(value, low, high, low_open, high_open):
 def _range(bounded, unbounded, low, high, low_open, high_open):
     """Words for the allowed range: `a number in [0, 1)`, `an integer >= 1`, ..."""
     if low is not None and high is not None:
-        return f"{bounded} in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        return (
+            f"{bounded} in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        )
     if low is not None:
         return f"{unbounded} {'>' if low_open else '>='} {low:g}"
     if high is not None:

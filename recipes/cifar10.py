@@ -10,6 +10,10 @@ from recipes import common
 
 if __name__ == "__main__":
     common.main(
-        dataset="cifar10", views_kind="cifar10", model="resnet32", image_size=32, style="cifar",
+        dataset="cifar10",
+        views_kind="cifar10",
+        model="resnet32",
+        image_size=32,
+        style="cifar",
         normalization="cifar10",
     )

@@ -10,6 +10,10 @@ from recipes import common
 
 if __name__ == "__main__":
     common.main(
-        dataset="cifar100", views_kind="cifar100", model="resnet32", image_size=32, style="cifar",
+        dataset="cifar100",
+        views_kind="cifar100",
+        model="resnet32",
+        image_size=32,
+        style="cifar",
         normalization="cifar100",
     )

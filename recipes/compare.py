@@ -31,9 +31,13 @@ DATASET_DEFAULTS = {
 def main():
     common.define_flags(model=None, image_size=None, style=None, normalization=None)
     flags.DEFINE_string("dataset", None, "TFDS name or image-folder root.", required=True)
-    flags.DEFINE_list("methods", ["independent", "dml", "kdcl", "okdph"], f"Of {compare.COMPARABLE}.")
+    flags.DEFINE_list(
+        "methods", ["independent", "dml", "kdcl", "okdph"], f"Of {compare.COMPARABLE}."
+    )
     flags.DEFINE_integer("seeds", 3, "Seeds per method (--seed, --seed+1, ...).")
-    flags.DEFINE_float("flatness_radius", 0.05, "Relative radius of the sharpness figure (0: skip).")
+    flags.DEFINE_float(
+        "flatness_radius", 0.05, "Relative radius of the sharpness figure (0: skip)."
+    )
     FLAGS.set_default("output_dir", "comparisons")
 
     def run(argv):
@@ -43,7 +47,9 @@ def main():
         if os.path.isdir(dataset):
             dataset, data_dir = "image_folder", dataset
         if dataset not in DATASET_DEFAULTS and FLAGS.model is None:
-            raise app.UsageError(f"Pass --model for dataset {dataset!r} (defaults exist for {sorted(DATASET_DEFAULTS)}).")
+            raise app.UsageError(
+                f"Pass --model for dataset {dataset!r} (defaults exist for {sorted(DATASET_DEFAULTS)})."
+            )
         views_kind, *defaults = DATASET_DEFAULTS.get(dataset, DATASET_DEFAULTS["image_folder"])
         for name, value in zip(("model", "image_size", "style", "normalization"), defaults):
             if getattr(FLAGS, name) is None:
@@ -52,14 +58,18 @@ def main():
         try:
             unknown = [m for m in FLAGS.methods if m not in compare.COMPARABLE]
             if unknown:
-                raise ValueError(f"Unknown method {unknown[0]!r}; expected one of {compare.COMPARABLE}.")
+                raise ValueError(
+                    f"Unknown method {unknown[0]!r}; expected one of {compare.COMPARABLE}."
+                )
             if FLAGS.seeds < 1:
                 raise ValueError(f"--seeds={FLAGS.seeds} is not allowed; it must be >= 1.")
             strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.cpu_replicas)
             base = common.config_from_flags(dataset, views_kind)
         except ValueError as error:
             raise app.UsageError(str(error)) from error
-        compare.compare(base, FLAGS.methods, FLAGS.seeds, FLAGS.output_dir, FLAGS.flatness_radius, strategy)
+        compare.compare(
+            base, FLAGS.methods, FLAGS.seeds, FLAGS.output_dir, FLAGS.flatness_radius, strategy
+        )
 
     app.run(run)
 

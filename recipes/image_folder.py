@@ -10,6 +10,10 @@ from recipes import common
 
 if __name__ == "__main__":
     common.main(
-        dataset="image_folder", views_kind=None, model="resnet18", image_size=224,
-        style="imagenet", normalization="imagenet",
+        dataset="image_folder",
+        views_kind=None,
+        model="resnet18",
+        image_size=224,
+        style="imagenet",
+        normalization="imagenet",
     )

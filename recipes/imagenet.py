@@ -11,7 +11,14 @@ from recipes import common
 
 if __name__ == "__main__":
     common.main(
-        dataset="imagenet2012", views_kind="imagenet", model="resnet18", image_size=224,
-        style="imagenet", normalization="imagenet",
-        epochs=100, batch_size=256, weight_decay=1e-4, lr_decay_epochs=(0.3, 0.6, 0.9),
+        dataset="imagenet2012",
+        views_kind="imagenet",
+        model="resnet18",
+        image_size=224,
+        style="imagenet",
+        normalization="imagenet",
+        epochs=100,
+        batch_size=256,
+        weight_decay=1e-4,
+        lr_decay_epochs=(0.3, 0.6, 0.9),
     )

@@ -17,9 +17,9 @@ import dataclasses
 import os
 import time
 
-from absl import app, flags
 import keras
 import numpy as np
+from absl import app, flags
 from sklearn import datasets, model_selection
 
 import okdph_keras
@@ -36,8 +36,12 @@ def define_flags():
     flags.DEFINE_integer("epochs", 20, "Training epochs.")
     flags.DEFINE_integer("batch_size", 64, "Examples per batch.")
     flags.DEFINE_float("learning_rate", 0.05, "Peak SGD learning rate (cosine decay to 0).")
-    flags.DEFINE_integer("seed", 42, "Seed of the split, initialisation, augmentation and shuffling.")
-    flags.DEFINE_string("output_dir", "saved_models/quickstart", "Where the best student and results.json go.")
+    flags.DEFINE_integer(
+        "seed", 42, "Seed of the split, initialisation, augmentation and shuffling."
+    )
+    flags.DEFINE_string(
+        "output_dir", "saved_models/quickstart", "Where the best student and results.json go."
+    )
 
 
 @dataclasses.dataclass(frozen=True)

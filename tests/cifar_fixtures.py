@@ -12,8 +12,16 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 _LAYOUT = {
     # name: (folder in the archive, train files, test file, label-name files -> names)

@@ -30,9 +30,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 _cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(
-    _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
-)
+tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 import keras  # noqa: E402
 
@@ -108,7 +106,8 @@ def replica_report(model):
             num_distributed += 1
         spread = max(
             float(np.max(np.abs(v.astype("float64") - values[0].astype("float64"))))
-            if v.size else 0.0
+            if v.size
+            else 0.0
             for v in values
         )
         if spread > 0:
@@ -177,9 +176,7 @@ def batchnorm(strategy):
                         student_diff,
                         float(np.max(np.abs(x.astype("float64") - y.astype("float64")))),
                     )
-    bn_paths = [
-        v.path for v in students[0].non_trainable_variables if "moving" in v.path
-    ]
+    bn_paths = [v.path for v in students[0].non_trainable_variables if "moving" in v.path]
     # One more step with no fusion after it: Keras 3 BatchNormalization's
     # moving statistics are MirroredVariables with aggregation "none", which
     # each replica updates from its own sub-batch, so replicas may drift apart
@@ -187,8 +184,12 @@ def batchnorm(strategy):
     views, labels = make_data()
     step_start = time.time()
     model.fit(
-        views[:BATCH_SIZE], labels[:BATCH_SIZE], batch_size=BATCH_SIZE,
-        epochs=1, shuffle=False, verbose=0,
+        views[:BATCH_SIZE],
+        labels[:BATCH_SIZE],
+        batch_size=BATCH_SIZE,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
     )
     print(f"unfused step: {time.time() - step_start:.1f} s", file=sys.stderr)
     after_unfused_step = replica_report(model)
@@ -208,10 +209,18 @@ def sync_bn(strategy):
     start = time.time()
     model, history = train(strategy, batch_norm=True, sync_bn=True)
     views, labels = make_data()
-    model.fit(views[:BATCH_SIZE], labels[:BATCH_SIZE], batch_size=BATCH_SIZE, epochs=1,
-              shuffle=False, verbose=0)
+    model.fit(
+        views[:BATCH_SIZE],
+        labels[:BATCH_SIZE],
+        batch_size=BATCH_SIZE,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+    )
     synchronized = [
-        layer.synchronized for s in model.students for layer in s.layers
+        layer.synchronized
+        for s in model.students
+        for layer in s.layers
         if isinstance(layer, keras.layers.BatchNormalization)
     ]
     return {
@@ -229,7 +238,11 @@ def main():
     # all-reduce then fails with "Shape mismatch in the collective instance"
     # (TF 2.21 / Keras 3.15, seen with plain Keras models too).
     strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
-    for name, section in (("equivalence", equivalence), ("batchnorm", batchnorm), ("sync_bn", sync_bn)):
+    for name, section in (
+        ("equivalence", equivalence),
+        ("batchnorm", batchnorm),
+        ("sync_bn", sync_bn),
+    ):
         try:
             result[name] = section(strategy)
         except Exception as error:  # reported to the test, which fails on it

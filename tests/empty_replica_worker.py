@@ -41,8 +41,9 @@ tf.config.set_logical_device_configuration(
 import keras  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import okdph_keras  # noqa: E402
 from helpers import IMAGE_SHAPE, NUM_CLASSES, tiny_student  # noqa: E402
+
+import okdph_keras  # noqa: E402
 
 LEARNING_RATE, WEIGHT_DECAY = 0.1, 0.01
 
@@ -55,7 +56,11 @@ def data(count, seed=0):
 
 def replica_values(variable):
     value = variable.value
-    return [v.numpy() for v in value.values] if isinstance(value, tf.distribute.DistributedValues) else [value.numpy()]
+    return (
+        [v.numpy() for v in value.values]
+        if isinstance(value, tf.distribute.DistributedValues)
+        else [value.numpy()]
+    )
 
 
 def expected_update(students, views, labels):
@@ -71,7 +76,8 @@ def expected_update(students, views, labels):
             student,
             clone_function=lambda layer: layer.__class__.from_config(
                 {**layer.get_config(), "synchronized": False}
-                if isinstance(layer, keras.layers.BatchNormalization) else layer.get_config()
+                if isinstance(layer, keras.layers.BatchNormalization)
+                else layer.get_config()
             ),
         )
         copy.set_weights(student.get_weights())
@@ -83,7 +89,7 @@ def expected_update(students, views, labels):
                 per_example = ce(labels[indices], copy(views[indices, m], training=True))
                 loss, start = 0.0, 0
                 for batch in replica_batches:
-                    loss += tf.reduce_mean(per_example[start:start + len(batch)]) / 2.0
+                    loss += tf.reduce_mean(per_example[start : start + len(batch)]) / 2.0
                     start += len(batch)
             gradients = tape.gradient(loss, copy.trainable_variables)
             for variable, gradient in zip(copy.trainable_variables, gradients):
@@ -104,7 +110,11 @@ def update(strategy, sync_bn=False):
 
     with strategy.scope():
         model = okdph_keras.OKDPH(
-            student, num_students=2, objective="independent", weight_decay=WEIGHT_DECAY, seed=1,
+            student,
+            num_students=2,
+            objective="independent",
+            weight_decay=WEIGHT_DECAY,
+            seed=1,
         )
         model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE))
     expected = expected_update(model.students, views, labels)
@@ -119,8 +129,11 @@ def update(strategy, sync_bn=False):
         )
         for student, want in zip(model.students, expected)
     ]
-    return {"differences": differences, "loss": history.history["loss"],
-            "iterations": int(model.optimizer.iterations.numpy())}
+    return {
+        "differences": differences,
+        "loss": history.history["loss"],
+        "iterations": int(model.optimizer.iterations.numpy()),
+    }
 
 
 class RecordStatistics(keras.callbacks.Callback):
@@ -138,7 +151,9 @@ def batchnorm(strategy):
     with strategy.scope():
         model = okdph_keras.OKDPH(lambda: tiny_student(batch_norm=True), num_students=2, seed=2)
         model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
-    statistics = [v for s in model.students for v in s.non_trainable_variables if "moving" in v.path]
+    statistics = [
+        v for s in model.students for v in s.non_trainable_variables if "moving" in v.path
+    ]
     record = RecordStatistics(statistics)
     pipeline = okdph_keras.multi_view_dataset(
         (views[:, 0], labels), [None, None, None], batch_size=2, epochs=1, shuffle=False
@@ -149,9 +164,12 @@ def batchnorm(strategy):
     unchanged = all(np.array_equal(a[1], b[1]) for a, b in zip(first, second))
     changed_on_replica_0 = any(not np.array_equal(a[0], b[0]) for a, b in zip(first, second))
     finite = all(np.isfinite(r).all() for v in model.variables for r in replica_values(v))
-    return {"empty_replica_statistics_unchanged": unchanged,
-            "replica_0_statistics_changed": changed_on_replica_0,
-            "finite": finite, "loss": history.history["loss"]}
+    return {
+        "empty_replica_statistics_unchanged": unchanged,
+        "replica_0_statistics_changed": changed_on_replica_0,
+        "finite": finite,
+        "loss": history.history["loss"],
+    }
 
 
 def evaluate(strategy):
@@ -159,8 +177,9 @@ def evaluate(strategy):
     views, labels = data(5, seed=2)
     images = views[:, 0]
     with strategy.scope():
-        model = okdph_keras.OKDPH(lambda: tiny_student(batch_norm=True), num_students=2,
-                                  identical_init=False, seed=3)
+        model = okdph_keras.OKDPH(
+            lambda: tiny_student(batch_norm=True), num_students=2, identical_init=False, seed=3
+        )
         model.compile(optimizer="sgd")
     found = model.evaluate(images, labels, batch_size=4, verbose=0, return_dict=True)
     report = {}
@@ -169,7 +188,10 @@ def evaluate(strategy):
         shifted = logits - logits.max(axis=1, keepdims=True)
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         report[f"student_{m}"] = {
-            "accuracy": [found[f"student_{m}_accuracy"], float(np.mean(logits.argmax(1) == labels))],
+            "accuracy": [
+                found[f"student_{m}_accuracy"],
+                float(np.mean(logits.argmax(1) == labels)),
+            ],
             "ce": [found[f"student_{m}_ce"], float(-log_probs[np.arange(5), labels].mean())],
         }
     return report
@@ -178,8 +200,12 @@ def evaluate(strategy):
 def main():
     strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
     results = {}
-    sections = (("update", update), ("sync_bn", lambda s: update(s, sync_bn=True)),
-                ("batchnorm", batchnorm), ("evaluate", evaluate))
+    sections = (
+        ("update", update),
+        ("sync_bn", lambda s: update(s, sync_bn=True)),
+        ("batchnorm", batchnorm),
+        ("evaluate", evaluate),
+    )
     for name, section in sections:
         try:
             results[name] = section(strategy)

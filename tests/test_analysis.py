@@ -152,7 +152,9 @@ def test_landscape_centre_and_corner_match_numpy(rng, batch, tmp_path):
     directions_rng = np.random.default_rng(3)
     d1 = analysis.filter_normalized_direction(model, directions_rng)
     d2 = analysis.filter_normalized_direction(model, directions_rng)
-    trainable = [np.asarray(v) + -0.5 * a + 0.5 * b for v, a, b in zip(model.trainable_variables, d1, d2)]
+    trainable = [
+        np.asarray(v) + -0.5 * a + 0.5 * b for v, a, b in zip(model.trainable_variables, d1, d2)
+    ]
     clone = keras.models.clone_model(model)
     for variable, value in zip(clone.trainable_variables, trainable):
         variable.assign(value)
@@ -183,15 +185,24 @@ def test_perturbation_sharpness_of_a_quadratic_matches_the_closed_form(rng):
     c = x.T.astype(np.float64) @ x / n
     filter_norms = np.sum(w**2, axis=0)
 
-    result = analysis.perturbation_sharpness(model, (x, targets), rho, samples=400, seed=1, loss_fn=mse)
+    result = analysis.perturbation_sharpness(
+        model, (x, targets), rho, samples=400, seed=1, loss_fn=mse
+    )
 
     assert result.base_loss < 1e-10
     expected_mean = rho**2 * filter_norms.sum() * np.trace(c) / d / k
     np.testing.assert_allclose(result.mean_increase, expected_mean, rtol=0.1)
-    assert result.max_increase <= rho**2 * filter_norms.sum() * np.linalg.eigvalsh(c).max() / k * (1 + 1e-4)
+    assert result.max_increase <= rho**2 * filter_norms.sum() * np.linalg.eigvalsh(c).max() / k * (
+        1 + 1e-4
+    )
     assert result.max_increase == result.increases.max() and len(result.increases) == 400
 
-    eps = rho * analysis.filter_normalized_direction(model, np.random.default_rng(1), ignore_biasbn=False)[0]
+    eps = (
+        rho
+        * analysis.filter_normalized_direction(
+            model, np.random.default_rng(1), ignore_biasbn=False
+        )[0]
+    )
     first = np.einsum("aj,ab,bj->", eps, c, eps) / k
     np.testing.assert_allclose(result.increases[0], first, rtol=1e-4)
 
@@ -214,11 +225,13 @@ def test_top_hessian_eigenvalue_of_least_squares_matches_eigvalsh(rng):
     n, d, k = 10, 3, 2
     x = (rng.normal(size=(n, d)) * [3.0, 1.0, 0.5]).astype("float32")
     targets = rng.normal(size=(n, k)).astype("float32")
-    model = keras.Sequential([
-        keras.Input((d,)),
-        keras.layers.Dense(k),
-        keras.layers.BatchNormalization(center=False, scale=False, epsilon=1e-3),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((d,)),
+            keras.layers.Dense(k),
+            keras.layers.BatchNormalization(center=False, scale=False, epsilon=1e-3),
+        ]
+    )
     randomize(model, rng)
     variance = np.asarray(model.layers[1].moving_variance, np.float64) + 1e-3
     x1 = np.c_[x.astype(np.float64), np.ones(n)]
@@ -242,7 +255,8 @@ def test_top_hessian_eigenvalue_is_deterministic_and_stateless(rng, batch):
     randomize(model, rng)
     before = snapshot(model)
     first, second = (
-        analysis.top_hessian_eigenvalue(model, (images, labels), iterations=4, seed=2) for _ in range(2)
+        analysis.top_hessian_eigenvalue(model, (images, labels), iterations=4, seed=2)
+        for _ in range(2)
     )
     assert first == second and np.isfinite(first.eigenvalue)
     assert_unchanged(model, before)
@@ -290,7 +304,13 @@ def saved(tmp_path_factory):
 
 def test_cli_on_a_keras_file(saved, tmp_path, capsys):
     root, model, images, labels = saved
-    common = [str(root / "okdph.keras"), "--output", str(tmp_path), "--data", str(root / "data.npz")]
+    common = [
+        str(root / "okdph.keras"),
+        "--output",
+        str(tmp_path),
+        "--data",
+        str(root / "data.npz"),
+    ]
     losses = [np_loss(s, images, labels) for s in model.students]
 
     assert cli.main(["interpolate", *common, "--steps", "2"]) == 0
@@ -302,32 +322,57 @@ def test_cli_on_a_keras_file(saved, tmp_path, capsys):
     assert summary["hwm_loss"] == pytest.approx(arrays["path_loss"][2])
     assert (tmp_path / "interpolation_student_0_student_1.png").stat().st_size > 0
 
-    assert cli.main(["landscape", *common, "--network", "1", "--resolution", "3", "--span", "0.2"]) == 0
+    assert (
+        cli.main(["landscape", *common, "--network", "1", "--resolution", "3", "--span", "0.2"])
+        == 0
+    )
     grid = np.load(tmp_path / "landscape_student_1.npz")
     assert grid["loss"].shape == (3, 3)
     np.testing.assert_allclose(grid["loss"][1, 1], losses[1], rtol=1e-5)
     assert (tmp_path / "landscape_student_1.png").exists()
 
-    argv = ["flatness", *common, "--network", "hwm", "--radius", "0.01", "0.1", "--samples", "2",
-            "--iterations", "3", "--hessian_batches", "1"]
+    argv = [
+        "flatness",
+        *common,
+        "--network",
+        "hwm",
+        "--radius",
+        "0.01",
+        "0.1",
+        "--samples",
+        "2",
+        "--iterations",
+        "3",
+        "--hessian_batches",
+        "1",
+    ]
     assert cli.main(argv) == 0
     flatness = json.loads((tmp_path / "flatness_hwm.json").read_text())
     assert [r["radius"] for r in flatness["perturbation"]] == [0.01, 0.1]
     assert flatness["perturbation"][0]["base_loss"] == pytest.approx(summary["hwm_loss"], rel=1e-5)
-    assert 1 <= flatness["hessian"]["iterations"] <= 3 and np.isfinite(flatness["hessian"]["eigenvalue"])
+    assert 1 <= flatness["hessian"]["iterations"] <= 3 and np.isfinite(
+        flatness["hessian"]["eigenvalue"]
+    )
     assert "row 3/3" in capsys.readouterr().out
     assert sorted(os.listdir(tmp_path)) == sorted(  # atomic writes leave no temporary files
         f"{stem}.{ext}"
-        for stem, exts in [("interpolation_student_0_student_1", "npz png json"),
-                           ("landscape_student_1", "npz png json"), ("flatness_hwm", "json")]
+        for stem, exts in [
+            ("interpolation_student_0_student_1", "npz png json"),
+            ("landscape_student_1", "npz png json"),
+            ("flatness_hwm", "json"),
+        ]
         for ext in exts.split()
     )
 
 
-def test_cli_on_a_run_directory_reads_and_preprocesses_its_data(saved, tmp_path, monkeypatch, capsys):
+def test_cli_on_a_run_directory_reads_and_preprocesses_its_data(
+    saved, tmp_path, monkeypatch, capsys
+):
     root, model, _, _ = saved
     rng = np.random.default_rng(3)
-    train_images, test_images = (rng.integers(0, 256, size=(n, *IMAGE_SHAPE), dtype=np.uint8) for n in (6, 9))
+    train_images, test_images = (
+        rng.integers(0, 256, size=(n, *IMAGE_SHAPE), dtype=np.uint8) for n in (6, 9)
+    )
     test_labels = rng.integers(0, NUM_CLASSES, size=9)
     splits = collections.namedtuple("Sources", "train validation test")(
         sources.from_arrays(train_images, rng.integers(0, NUM_CLASSES, size=6)),
@@ -336,11 +381,18 @@ def test_cli_on_a_run_directory_reads_and_preprocesses_its_data(saved, tmp_path,
     )
     monkeypatch.setattr("okdph_keras.train.load_sources", lambda config: splits)
     run = tmp_path / "run"
-    config = Config(dataset="cifar10", model="resnet32", views=("hflip", "hflip", "none"),
-                    style="cifar", image_size=8, normalization=((0.5,), (0.25,)))
+    config = Config(
+        dataset="cifar10",
+        model="resnet32",
+        views=("hflip", "hflip", "none"),
+        style="cifar",
+        image_size=8,
+        normalization=((0.5,), (0.25,)),
+    )
     checkpointing.write_json_atomically(str(run / "config.json"), config.to_json_dict())
     checkpointing.write_json_atomically(
-        str(run / "state.json"), {"epochs_done": 1, "checkpoint": "checkpoints/e.keras", "history": {}}
+        str(run / "state.json"),
+        {"epochs_done": 1, "checkpoint": "checkpoints/e.keras", "history": {}},
     )
     os.makedirs(run / "checkpoints")
     shutil.copyfile(root / "okdph.keras", run / "checkpoints" / "e.keras")
@@ -365,16 +417,30 @@ def test_cli_errors(saved, tmp_path, capsys):
         (["landscape", str(tmp_path / "missing"), *out], 1, "does not exist"),
         (["landscape", okdph, *out], 1, "pass --data"),
         (["interpolate", student, *out, *npz], 1, "not an OKDPH model"),
-        (["landscape", okdph, *out, *npz, "--network", "2"], 1,
-         "Network '2' is out of range or unknown: the model has 2 student(s); give a student index "
-         "from 0 to 1 or 'hwm'"),
-        (["interpolate", okdph, *out, *npz, "--students", "0", "3"], 1, "Network '3' is out of range"),
+        (
+            ["landscape", okdph, *out, *npz, "--network", "2"],
+            1,
+            "Network '2' is out of range or unknown: the model has 2 student(s); give a student index "
+            "from 0 to 1 or 'hwm'",
+        ),
+        (
+            ["interpolate", okdph, *out, *npz, "--students", "0", "3"],
+            1,
+            "Network '3' is out of range",
+        ),
         (["interpolate", okdph, *out, *npz, "--students", "0", "0"], 1, "two different students"),
         (["landscape", student, *out, *npz, "--network", "hwm"], 1, "needs an OKDPH model"),
         (["sharpen", okdph, *out], 2, "invalid choice: 'sharpen'"),
-        (["flatness", okdph, *out, "--radius", "0"], 2, "--radius: 0 is not allowed; it must be > 0"),
-        (["landscape", okdph, *out, "--resolution", "1"], 2,
-         "--resolution: 1 is not allowed; it must be >= 2"),
+        (
+            ["flatness", okdph, *out, "--radius", "0"],
+            2,
+            "--radius: 0 is not allowed; it must be > 0",
+        ),
+        (
+            ["landscape", okdph, *out, "--resolution", "1"],
+            2,
+            "--resolution: 1 is not allowed; it must be >= 2",
+        ),
     ]
     for argv, code, message in cases:
         with pytest.raises(SystemExit) as exit_info:

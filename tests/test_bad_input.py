@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds  # noqa: F401  (imported here so its import time is not a case's)
-
 from helpers import IMAGE_SHAPE, NUM_CLASSES, tiny_student
+
 from okdph_keras import OKDPH, train
 from okdph_keras.config import Config, validate
 from okdph_keras.data import from_arrays, load_source, make_view, multi_view_dataset
@@ -248,7 +248,8 @@ def pipeline_normalization_length(ctx):
     source = from_arrays(np.zeros((4, 8, 8, 3), np.uint8), np.arange(4) % 2)
     views = [make_view(name, "cifar", 8, seed=0) for name in ("hflip", "cutout", "none")]
     return lambda: multi_view_dataset(
-        source, views, batch_size=4, normalization=((0.5, 0.5), (0.2, 0.2)))
+        source, views, batch_size=4, normalization=((0.5, 0.5), (0.2, 0.2))
+    )
 
 
 def pipeline_negative_noise_std(ctx):
@@ -310,63 +311,298 @@ def run_normalization_length(ctx):
 RANGE = r"it must be a number in"
 CASES = [
     # Options out of range (train.run validates before touching anything).
-    pytest.param(run_with(omega=1.5), ValueError, rf"omega=1.5 is not allowed; {RANGE} \[0.0, 1.0\]", id="omega_above_1"),
-    pytest.param(run_with(beta=-0.5), ValueError, rf"beta=-0.5 is not allowed; {RANGE} \[0.0, inf\)", id="beta_negative"),
-    pytest.param(run_with(temperature=0.0), ValueError, r"temperature=0.0 is not allowed; it must be a number > 0", id="temperature_zero"),
-    pytest.param(run_with(batch_size=0), ValueError, r"batch_size=0 is not allowed; it must be an integer >= 1", id="batch_size_0"),
-    pytest.param(run_with(epochs=0), ValueError, r"epochs=0 is not allowed; it must be an integer >= 1", id="epochs_0"),
-    pytest.param(run_with(learning_rate=-0.1), ValueError, rf"learning_rate=-0.1 is not allowed; {RANGE} \[0.0, inf\)", id="learning_rate_negative"),
-    pytest.param(run_with(fusion_gamma=1.5), ValueError, rf"fusion_gamma=1.5 is not allowed; {RANGE} \[0.0, 1.0\]", id="fusion_gamma_above_1"),
-    pytest.param(run_with(fusion_every=0), ValueError, r"fusion_every=0 is not allowed; it must be an integer >= 1", id="fusion_every_0"),
-    pytest.param(run_with(data_fraction=0.0), ValueError, r"data_fraction=0.0 is not allowed; it must be in \(0, 1\]", id="data_fraction_0"),
-    pytest.param(run_with(validation_fraction=1.0), ValueError, r"validation_fraction=1.0 is not allowed; it must be in \[0, 1\)", id="validation_fraction_1"),
-    pytest.param(run_with(lr_decay_epochs=(0.5, 1.5)), ValueError, r"lr_decay_epochs=\(0.5, 1.5\) is not allowed; each must be a fraction of the epochs in \(0, 1\); 1.5 is not", id="lr_decay_epochs_above_1"),
-    pytest.param(run_with(noise_std=-0.1), ValueError, rf"noise_std=-0.1 is not allowed; {RANGE} \[0.0, inf\)", id="noise_std_negative"),
-    pytest.param(run_with(run_name="a/b"), ValueError, r"run_name='a/b' is not allowed; it must be a plain directory name", id="run_name_with_slash"),
-    pytest.param(run_with(model="resnet9000"), ValueError, r"model='resnet9000' is not allowed; known models: \[.*'small_cnn'", id="run_unknown_model"),
-    pytest.param(run_with(views=("hflip", "vflip", "none")), ValueError, r"Unknown view 'vflip'; known views: \[.*'hflip'", id="run_unknown_view"),
-    pytest.param(run_with(hybrid="median"), ValueError, r"hybrid='median' is not allowed; expected one of \('mean', 'dirichlet'\)", id="run_unknown_hybrid"),
-    pytest.param(run_with(views=("hflip", "none")), ValueError, r"views=\('hflip', 'none'\) is not allowed; give one view per network: at least 2 students", id="run_single_student"),
-    pytest.param(run_with(normalization=((0.5, 0.5, 0.5), (0.25, 0.25))), ValueError, r"normalization=.* is not allowed; expected \(mean, std\) with one value per channel each", id="normalization_mean_std_lengths_differ"),
-    pytest.param(run_with(normalization=((0.5,), (0.0,))), ValueError, r"normalization=.* is not allowed; every std must be > 0", id="normalization_std_zero"),
+    pytest.param(
+        run_with(omega=1.5),
+        ValueError,
+        rf"omega=1.5 is not allowed; {RANGE} \[0.0, 1.0\]",
+        id="omega_above_1",
+    ),
+    pytest.param(
+        run_with(beta=-0.5),
+        ValueError,
+        rf"beta=-0.5 is not allowed; {RANGE} \[0.0, inf\)",
+        id="beta_negative",
+    ),
+    pytest.param(
+        run_with(temperature=0.0),
+        ValueError,
+        r"temperature=0.0 is not allowed; it must be a number > 0",
+        id="temperature_zero",
+    ),
+    pytest.param(
+        run_with(batch_size=0),
+        ValueError,
+        r"batch_size=0 is not allowed; it must be an integer >= 1",
+        id="batch_size_0",
+    ),
+    pytest.param(
+        run_with(epochs=0),
+        ValueError,
+        r"epochs=0 is not allowed; it must be an integer >= 1",
+        id="epochs_0",
+    ),
+    pytest.param(
+        run_with(learning_rate=-0.1),
+        ValueError,
+        rf"learning_rate=-0.1 is not allowed; {RANGE} \[0.0, inf\)",
+        id="learning_rate_negative",
+    ),
+    pytest.param(
+        run_with(fusion_gamma=1.5),
+        ValueError,
+        rf"fusion_gamma=1.5 is not allowed; {RANGE} \[0.0, 1.0\]",
+        id="fusion_gamma_above_1",
+    ),
+    pytest.param(
+        run_with(fusion_every=0),
+        ValueError,
+        r"fusion_every=0 is not allowed; it must be an integer >= 1",
+        id="fusion_every_0",
+    ),
+    pytest.param(
+        run_with(data_fraction=0.0),
+        ValueError,
+        r"data_fraction=0.0 is not allowed; it must be in \(0, 1\]",
+        id="data_fraction_0",
+    ),
+    pytest.param(
+        run_with(validation_fraction=1.0),
+        ValueError,
+        r"validation_fraction=1.0 is not allowed; it must be in \[0, 1\)",
+        id="validation_fraction_1",
+    ),
+    pytest.param(
+        run_with(lr_decay_epochs=(0.5, 1.5)),
+        ValueError,
+        r"lr_decay_epochs=\(0.5, 1.5\) is not allowed; each must be a fraction of the epochs in \(0, 1\); 1.5 is not",
+        id="lr_decay_epochs_above_1",
+    ),
+    pytest.param(
+        run_with(noise_std=-0.1),
+        ValueError,
+        rf"noise_std=-0.1 is not allowed; {RANGE} \[0.0, inf\)",
+        id="noise_std_negative",
+    ),
+    pytest.param(
+        run_with(run_name="a/b"),
+        ValueError,
+        r"run_name='a/b' is not allowed; it must be a plain directory name",
+        id="run_name_with_slash",
+    ),
+    pytest.param(
+        run_with(model="resnet9000"),
+        ValueError,
+        r"model='resnet9000' is not allowed; known models: \[.*'small_cnn'",
+        id="run_unknown_model",
+    ),
+    pytest.param(
+        run_with(views=("hflip", "vflip", "none")),
+        ValueError,
+        r"Unknown view 'vflip'; known views: \[.*'hflip'",
+        id="run_unknown_view",
+    ),
+    pytest.param(
+        run_with(hybrid="median"),
+        ValueError,
+        r"hybrid='median' is not allowed; expected one of \('mean', 'dirichlet'\)",
+        id="run_unknown_hybrid",
+    ),
+    pytest.param(
+        run_with(views=("hflip", "none")),
+        ValueError,
+        r"views=\('hflip', 'none'\) is not allowed; give one view per network: at least 2 students",
+        id="run_single_student",
+    ),
+    pytest.param(
+        run_with(normalization=((0.5, 0.5, 0.5), (0.25, 0.25))),
+        ValueError,
+        r"normalization=.* is not allowed; expected \(mean, std\) with one value per channel each",
+        id="normalization_mean_std_lengths_differ",
+    ),
+    pytest.param(
+        run_with(normalization=((0.5,), (0.0,))),
+        ValueError,
+        r"normalization=.* is not allowed; every std must be > 0",
+        id="normalization_std_zero",
+    ),
     # Data (train.run loads the data before it writes anything).
-    pytest.param(run_missing_data_dir, FileNotFoundError, r"Image folder root .*no_such_folder does not exist; expected layout: <root>/train/<class>/", id="missing_data_dir"),
-    pytest.param(run_data_dir_without_class_folders, ValueError, r"No class folders in .*empty_tree/train; expected layout", id="data_dir_without_class_folders"),
-    pytest.param(run_class_folders_without_images, ValueError, r"No images in class folders under .*imageless_tree/train \(class folders: \['cat', 'dog'\]; image files end in \.jpg", id="class_folders_without_images"),
-    pytest.param(run_corrupt_image, ValueError, r"Could not read or decode image file .*train/dog/1\.png", id="corrupt_image"),
-    pytest.param(run_unknown_tfds_dataset, ValueError, r"Unknown dataset 'cifar11': not a TFDS dataset name\. Image-classification names include cifar10", id="run_unknown_tfds_dataset"),
-    pytest.param(run_unwritable_output_dir, ValueError, r"Cannot write output_dir='.*': .* is not a writable directory", id="unwritable_output_dir"),
-    pytest.param(run_unwritable_saved_models_dir, ValueError, r"Cannot write saved_models_dir='.*': .* is not a writable directory", id="unwritable_saved_models_dir"),
-    pytest.param(run_normalization_length, ValueError, r"normalization has 2 values per channel but the images have 3 channels", id="run_normalization_wrong_length"),
+    pytest.param(
+        run_missing_data_dir,
+        FileNotFoundError,
+        r"Image folder root .*no_such_folder does not exist; expected layout: <root>/train/<class>/",
+        id="missing_data_dir",
+    ),
+    pytest.param(
+        run_data_dir_without_class_folders,
+        ValueError,
+        r"No class folders in .*empty_tree/train; expected layout",
+        id="data_dir_without_class_folders",
+    ),
+    pytest.param(
+        run_class_folders_without_images,
+        ValueError,
+        r"No images in class folders under .*imageless_tree/train \(class folders: \['cat', 'dog'\]; image files end in \.jpg",
+        id="class_folders_without_images",
+    ),
+    pytest.param(
+        run_corrupt_image,
+        ValueError,
+        r"Could not read or decode image file .*train/dog/1\.png",
+        id="corrupt_image",
+    ),
+    pytest.param(
+        run_unknown_tfds_dataset,
+        ValueError,
+        r"Unknown dataset 'cifar11': not a TFDS dataset name\. Image-classification names include cifar10",
+        id="run_unknown_tfds_dataset",
+    ),
+    pytest.param(
+        run_unwritable_output_dir,
+        ValueError,
+        r"Cannot write output_dir='.*': .* is not a writable directory",
+        id="unwritable_output_dir",
+    ),
+    pytest.param(
+        run_unwritable_saved_models_dir,
+        ValueError,
+        r"Cannot write saved_models_dir='.*': .* is not a writable directory",
+        id="unwritable_saved_models_dir",
+    ),
+    pytest.param(
+        run_normalization_length,
+        ValueError,
+        r"normalization has 2 values per channel but the images have 3 channels",
+        id="run_normalization_wrong_length",
+    ),
     # OKDPH.
-    pytest.param(okdph_single_student, ValueError, r"OKDPH needs at least 2 students; got 1", id="okdph_single_student"),
-    pytest.param(okdph_heterogeneous_shapes, ValueError, r"homogeneous .* trainable_variables\[0\] differs: student 0 has .*\(3, 3, 1, 4\).*student 1 has .*\(3, 3, 1, 6\)", id="okdph_heterogeneous_shapes"),
-    pytest.param(okdph_heterogeneous_variable_count, ValueError, r"homogeneous .*differs: student 0 has .*batch_normalization.*student 1 has ", id="okdph_heterogeneous_variable_count"),
-    pytest.param(okdph_unknown_hybrid, ValueError, r"hybrid='median' is not supported; expected one of \('mean', 'dirichlet'\)", id="okdph_unknown_hybrid"),
-    pytest.param(fit_views_tuple_of_2, ValueError, r"OKDPH with 2 students takes 3 views \(one per student, then the HWM\); got 2", id="fit_tuple_of_2_views"),
-    pytest.param(fit_views_tensor_of_4, ValueError, r"takes 3 views on axis 1 of a \[B, M\+1, \.\.\.\] tensor; got shape \(\w+, 4, 8, 8, 1\)", id="fit_tensor_of_4_views"),
-    pytest.param(fit_label_equal_to_num_classes, tf.errors.InvalidArgumentError, r"labels must be class indices in \[0, 5\) \(the students output 5 logits\); got label\] \[5\] \[at batch position\] \[1\]", id="fit_label_equal_to_num_classes"),
-    pytest.param(fit_label_negative, tf.errors.InvalidArgumentError, r"labels must be class indices in \[0, 5\) \(the students output 5 logits\); got label\] \[-1\] \[at batch position\] \[1\]", id="fit_label_negative"),
-    pytest.param(evaluate_label_out_of_range, tf.errors.InvalidArgumentError, r"labels must be class indices in \[0, 5\) \(the students output 5 logits\); got label\] \[5\]", id="evaluate_label_out_of_range"),
-    pytest.param(fit_label_out_of_range_mirrored, tf.errors.InvalidArgumentError, r"labels must be class indices in \[0, 5\) \(the students output 5 logits\); got label\] \[5\]", id="fit_label_out_of_range_mirrored"),
-    pytest.param(fit_label_out_of_range_auto_jit, tf.errors.InvalidArgumentError, r"labels must be class indices in \[0, 5\) \(the students output 5 logits\); got label\] \[5\]", id="fit_label_out_of_range_auto_jit"),
-    pytest.param(fit_one_hot_labels, ValueError, r"integer class indices of shape \[B\]; got labels of shape \(\w+, 5\) \(one-hot labels are not supported: pass their argmax", id="fit_one_hot_labels"),
-    pytest.param(fit_images_of_rank_3, ValueError, r"OKDPH expected images of rank 4 .* or rank 5 .*; got shape \(\w+, 8, 8\)", id="fit_images_of_rank_3"),
-    pytest.param(fit_images_with_3_channels, ValueError, r"OKDPH's students take images of shape \(8, 8, 1\) \(\[B, H, W, C\], 1 channel\(s\)\); view 0 has shape \(\w+, 8, 8, 3\)", id="fit_images_with_wrong_channels"),
+    pytest.param(
+        okdph_single_student,
+        ValueError,
+        r"OKDPH needs at least 2 students; got 1",
+        id="okdph_single_student",
+    ),
+    pytest.param(
+        okdph_heterogeneous_shapes,
+        ValueError,
+        r"homogeneous .* trainable_variables\[0\] differs: student 0 has .*\(3, 3, 1, 4\).*student 1 has .*\(3, 3, 1, 6\)",
+        id="okdph_heterogeneous_shapes",
+    ),
+    pytest.param(
+        okdph_heterogeneous_variable_count,
+        ValueError,
+        r"homogeneous .*differs: student 0 has .*batch_normalization.*student 1 has ",
+        id="okdph_heterogeneous_variable_count",
+    ),
+    pytest.param(
+        okdph_unknown_hybrid,
+        ValueError,
+        r"hybrid='median' is not supported; expected one of \('mean', 'dirichlet'\)",
+        id="okdph_unknown_hybrid",
+    ),
+    pytest.param(
+        fit_views_tuple_of_2,
+        ValueError,
+        r"OKDPH with 2 students takes 3 views \(one per student, then the HWM\); got 2",
+        id="fit_tuple_of_2_views",
+    ),
+    pytest.param(
+        fit_views_tensor_of_4,
+        ValueError,
+        r"takes 3 views on axis 1 of a \[B, M\+1, \.\.\.\] tensor; got shape \(\w+, 4, 8, 8, 1\)",
+        id="fit_tensor_of_4_views",
+    ),
+    pytest.param(
+        fit_label_equal_to_num_classes,
+        tf.errors.InvalidArgumentError,
+        r"labels must be class indices in \[0, 5\) \(the students output 5 logits\); got label\] \[5\] \[at batch position\] \[1\]",
+        id="fit_label_equal_to_num_classes",
+    ),
+    pytest.param(
+        fit_label_negative,
+        tf.errors.InvalidArgumentError,
+        r"labels must be class indices in \[0, 5\) \(the students output 5 logits\); got label\] \[-1\] \[at batch position\] \[1\]",
+        id="fit_label_negative",
+    ),
+    pytest.param(
+        evaluate_label_out_of_range,
+        tf.errors.InvalidArgumentError,
+        r"labels must be class indices in \[0, 5\) \(the students output 5 logits\); got label\] \[5\]",
+        id="evaluate_label_out_of_range",
+    ),
+    pytest.param(
+        fit_label_out_of_range_mirrored,
+        tf.errors.InvalidArgumentError,
+        r"labels must be class indices in \[0, 5\) \(the students output 5 logits\); got label\] \[5\]",
+        id="fit_label_out_of_range_mirrored",
+    ),
+    pytest.param(
+        fit_label_out_of_range_auto_jit,
+        tf.errors.InvalidArgumentError,
+        r"labels must be class indices in \[0, 5\) \(the students output 5 logits\); got label\] \[5\]",
+        id="fit_label_out_of_range_auto_jit",
+    ),
+    pytest.param(
+        fit_one_hot_labels,
+        ValueError,
+        r"integer class indices of shape \[B\]; got labels of shape \(\w+, 5\) \(one-hot labels are not supported: pass their argmax",
+        id="fit_one_hot_labels",
+    ),
+    pytest.param(
+        fit_images_of_rank_3,
+        ValueError,
+        r"OKDPH expected images of rank 4 .* or rank 5 .*; got shape \(\w+, 8, 8\)",
+        id="fit_images_of_rank_3",
+    ),
+    pytest.param(
+        fit_images_with_3_channels,
+        ValueError,
+        r"OKDPH's students take images of shape \(8, 8, 1\) \(\[B, H, W, C\], 1 channel\(s\)\); view 0 has shape \(\w+, 8, 8, 3\)",
+        id="fit_images_with_wrong_channels",
+    ),
     # Registries and data, called directly.
-    pytest.param(unknown_model_name, ValueError, r"Unknown model 'resnet9000'; known models: \[.*'resnet32'", id="get_model_unknown_name"),
-    pytest.param(unknown_view_name, ValueError, r"Unknown view 'vflip'; expected one of \('none', 'hflip'", id="make_view_unknown_name"),
-    pytest.param(unknown_tfds_dataset, ValueError, r"Unknown dataset 'cifar11': not a TFDS dataset name", id="load_source_unknown_tfds_dataset"),
-    pytest.param(pipeline_images_of_rank_3, ValueError, r"images must be an array \[N, H, W, C\]; got shape \(8, 8, 8\)", id="pipeline_images_of_rank_3"),
-    pytest.param(pipeline_normalization_length, ValueError, r"normalization has 2 values per channel but the images have 3 channels; give 3 \(or 1, for all\)", id="pipeline_normalization_wrong_length"),
-    pytest.param(pipeline_negative_noise_std, ValueError, r"noise_std=-0.1 is not allowed; it must be a finite number >= 0", id="pipeline_noise_std_negative"),
+    pytest.param(
+        unknown_model_name,
+        ValueError,
+        r"Unknown model 'resnet9000'; known models: \[.*'resnet32'",
+        id="get_model_unknown_name",
+    ),
+    pytest.param(
+        unknown_view_name,
+        ValueError,
+        r"Unknown view 'vflip'; expected one of \('none', 'hflip'",
+        id="make_view_unknown_name",
+    ),
+    pytest.param(
+        unknown_tfds_dataset,
+        ValueError,
+        r"Unknown dataset 'cifar11': not a TFDS dataset name",
+        id="load_source_unknown_tfds_dataset",
+    ),
+    pytest.param(
+        pipeline_images_of_rank_3,
+        ValueError,
+        r"images must be an array \[N, H, W, C\]; got shape \(8, 8, 8\)",
+        id="pipeline_images_of_rank_3",
+    ),
+    pytest.param(
+        pipeline_normalization_length,
+        ValueError,
+        r"normalization has 2 values per channel but the images have 3 channels; give 3 \(or 1, for all\)",
+        id="pipeline_normalization_wrong_length",
+    ),
+    pytest.param(
+        pipeline_negative_noise_std,
+        ValueError,
+        r"noise_std=-0.1 is not allowed; it must be a finite number >= 0",
+        id="pipeline_noise_std_negative",
+    ),
 ]
 
 
 # For every case: a literal piece of the message that names the bad value, and one that
 # says what is allowed (both checked with `in`, on top of the case's regex). "{tmp_path}",
 # "{output_dir}" and "{saved_models_dir}" stand for the case's own paths.
-LABEL = ("class indices in [0, 5) (the students output 5 logits)")
+LABEL = "class indices in [0, 5) (the students output 5 logits)"
 NAMES = {
     "omega_above_1": ("omega=1.5", "[0.0, 1.0]"),
     "beta_negative": ("beta=-0.5", "[0.0, inf)"),
@@ -385,19 +621,37 @@ NAMES = {
     "run_unknown_view": ("'vflip'", "'hflip'"),
     "run_unknown_hybrid": ("hybrid='median'", "('mean', 'dirichlet')"),
     "run_single_student": ("views=('hflip', 'none')", "at least 2 students, then the HWM"),
-    "normalization_mean_std_lengths_differ": ("normalization=((0.5, 0.5, 0.5), (0.25, 0.25))", "one value per channel each"),
+    "normalization_mean_std_lengths_differ": (
+        "normalization=((0.5, 0.5, 0.5), (0.25, 0.25))",
+        "one value per channel each",
+    ),
     "normalization_std_zero": ("normalization=((0.5,), (0.0,))", "every std must be > 0"),
     "missing_data_dir": ("{tmp_path}/no_such_folder", "<root>/train/<class>/*.jpg"),
     "data_dir_without_class_folders": ("{tmp_path}/empty_tree/train", "<root>/train/<class>/*.jpg"),
-    "class_folders_without_images": ("{tmp_path}/imageless_tree/train", "image files end in .jpg, .jpeg, .png"),
+    "class_folders_without_images": (
+        "{tmp_path}/imageless_tree/train",
+        "image files end in .jpg, .jpeg, .png",
+    ),
     "corrupt_image": ("{tmp_path}/tree/train/dog/1.png", "JPEG, JPEG XL, PNG"),
     "run_unknown_tfds_dataset": ("'cifar11'", "cifar10, cifar100"),
     "unwritable_output_dir": ("{output_dir}", "writable"),
-    "unwritable_saved_models_dir": ("saved_models_dir='{saved_models_dir}'", "is not a writable directory"),
-    "run_normalization_wrong_length": ("normalization=((0.5, 0.5), (0.25, 0.25))", "give 3 (or 1, for all)"),
+    "unwritable_saved_models_dir": (
+        "saved_models_dir='{saved_models_dir}'",
+        "is not a writable directory",
+    ),
+    "run_normalization_wrong_length": (
+        "normalization=((0.5, 0.5), (0.25, 0.25))",
+        "give 3 (or 1, for all)",
+    ),
     "okdph_single_student": ("got 1", "at least 2 students"),
-    "okdph_heterogeneous_shapes": ("(3, 3, 1, 6)", "homogeneous (same variables, shapes and dtypes"),
-    "okdph_heterogeneous_variable_count": ("student 1 has conv2d", "homogeneous (same variables, shapes and dtypes"),
+    "okdph_heterogeneous_shapes": (
+        "(3, 3, 1, 6)",
+        "homogeneous (same variables, shapes and dtypes",
+    ),
+    "okdph_heterogeneous_variable_count": (
+        "student 1 has conv2d",
+        "homogeneous (same variables, shapes and dtypes",
+    ),
     "okdph_unknown_hybrid": ("hybrid='median'", "('mean', 'dirichlet')"),
     "fit_tuple_of_2_views": ("got 2", "takes 3 views (one per student, then the HWM)"),
     "fit_tensor_of_4_views": (", 4, 8, 8, 1)", "takes 3 views on axis 1"),
@@ -408,12 +662,18 @@ NAMES = {
     "fit_label_out_of_range_auto_jit": ("got label] [5]", LABEL),
     "fit_one_hot_labels": (", 5) (one-hot labels", "integer class indices of shape [B]"),
     "fit_images_of_rank_3": (", 8, 8).", "rank 4 (one batch shared by every network) or rank 5"),
-    "fit_images_with_wrong_channels": ("view 0 has shape (4, 8, 8, 3)", "images of shape (8, 8, 1)"),
+    "fit_images_with_wrong_channels": (
+        "view 0 has shape (4, 8, 8, 3)",
+        "images of shape (8, 8, 1)",
+    ),
     "get_model_unknown_name": ("'resnet9000'", "'resnet32'"),
     "make_view_unknown_name": ("'vflip'", "expected one of ('none', 'hflip'"),
     "load_source_unknown_tfds_dataset": ("'cifar11'", "cifar10, cifar100"),
     "pipeline_images_of_rank_3": ("got shape (8, 8, 8)", "an array [N, H, W, C]"),
-    "pipeline_normalization_wrong_length": ("normalization=((0.5, 0.5), (0.2, 0.2))", "give 3 (or 1, for all)"),
+    "pipeline_normalization_wrong_length": (
+        "normalization=((0.5, 0.5), (0.2, 0.2))",
+        "give 3 (or 1, for all)",
+    ),
     "pipeline_noise_std_negative": ("noise_std=-0.1", "a finite number >= 0"),
 }
 # Messages that do not yet say what is allowed (library code outside these tests); the
@@ -422,8 +682,11 @@ KNOWN_GAPS = {}
 
 
 def expected_pieces(case_id, ctx):
-    paths = {"{tmp_path}": ctx.tmp_path, "{output_dir}": ctx.output_dir,
-             "{saved_models_dir}": ctx.saved_models_dir}
+    paths = {
+        "{tmp_path}": ctx.tmp_path,
+        "{output_dir}": ctx.output_dir,
+        "{saved_models_dir}": ctx.saved_models_dir,
+    }
     pieces = []
     for piece in NAMES[case_id]:
         for token, path in paths.items():
@@ -448,7 +711,9 @@ def test_bad_input_fails_fast_and_clearly(case, error, message, tmp_path, image_
         bad, allowed = expected_pieces(case_id, ctx)
         assert bad in text, f"the message does not name the bad value {bad!r}: {text}"
         if case_id in KNOWN_GAPS:
-            assert allowed not in text, f"{case_id} now says what is allowed: remove it from KNOWN_GAPS"
+            assert allowed not in text, (
+                f"{case_id} now says what is allowed: remove it from KNOWN_GAPS"
+            )
             pytest.xfail(KNOWN_GAPS[case_id])
         assert allowed in text, f"the message does not say what is allowed ({allowed!r}): {text}"
     finally:
@@ -492,7 +757,9 @@ def test_a_batch_with_a_bad_label_changes_no_variable():
     model = okdph()
     before = [v.numpy().copy() for v in model.variables]
     views, _ = arrays()
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"got label\] \[5\] \[at batch position\] \[0\]"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"got label\] \[5\] \[at batch position\] \[0\]"
+    ):
         model.fit(views, np.full(8, NUM_CLASSES), batch_size=8, epochs=1, verbose=0)
     for variable, value in zip(model.variables, before):
         np.testing.assert_array_equal(variable.numpy(), value, err_msg=variable.path)

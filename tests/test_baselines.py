@@ -10,8 +10,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from helpers import IMAGE_SHAPE, NUM_CLASSES
+
 from okdph_keras import OKDPH
 from okdph_keras.baselines import (
     SAM,
@@ -182,8 +182,14 @@ def test_sam_fit_lowers_the_loss_and_round_trips_through_save(rng, tmp_path):
     images = rng.uniform(0, 1, size=(32, *IMAGE_SHAPE)).astype("float32")
     labels = rng.integers(0, NUM_CLASSES, size=32)
     inner = keras.Sequential(
-        [keras.Input(IMAGE_SHAPE), keras.layers.Flatten(), keras.layers.Dense(16),
-         keras.layers.BatchNormalization(), keras.layers.ReLU(), keras.layers.Dense(NUM_CLASSES)]
+        [
+            keras.Input(IMAGE_SHAPE),
+            keras.layers.Flatten(),
+            keras.layers.Dense(16),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.Dense(NUM_CLASSES),
+        ]
     )
     model = SAM(inner, rho=0.05, adaptive=True, eta=0.02, name="sam")
     model.compile(
@@ -248,11 +254,15 @@ def test_sam_under_mirrored_strategy_perturbs_each_replica_with_its_own_gradient
     completed = subprocess.run(
         [sys.executable, "-c", SAM_WORKER],
         input=json.dumps([a.tolist() for a in (*params, x, y, bn_x)]),
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, completed.stderr[-4000:]
-    result = json.loads(lines[-1][len("RESULT "):])
+    result = json.loads(lines[-1][len("RESULT ") :])
 
     # m-sharpness: each replica's 4 examples give their own eps and gradient;
     # the optimizer applies the sum of the replicas' (1/2-scaled) gradients.
@@ -317,8 +327,12 @@ def test_recompute_batchnorm_averages_per_batch_statistics_like_numpy(rng):
 
 def bn_student():
     return keras.Sequential(
-        [keras.Input(IMAGE_SHAPE), keras.layers.BatchNormalization(), keras.layers.Flatten(),
-         keras.layers.Dense(NUM_CLASSES)]
+        [
+            keras.Input(IMAGE_SHAPE),
+            keras.layers.BatchNormalization(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(NUM_CLASSES),
+        ]
     )
 
 
@@ -339,6 +353,7 @@ def test_recompute_batchnorm_on_okdph_measures_each_student_on_its_view(rng):
 # ----------------------------------------------------------------------- SWA
 def recorder(model, per="epoch"):
     records = []
+
     def record(*_, **__):
         records.append([v.numpy().astype(np.float64) for v in model.trainable_variables])
 
@@ -365,15 +380,25 @@ def test_swa_averages_the_chosen_epochs(rng):
 
 def test_swa_recomputes_batchnorm_for_the_averaged_weights(rng):
     model = keras.Sequential(
-        [keras.Input((3,)), keras.layers.Dense(4), keras.layers.BatchNormalization(),
-         keras.layers.Dense(2)]
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(4),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(2),
+        ]
     )
     model.compile(keras.optimizers.SGD(0.1), loss="mse")
     x, y = rng.normal(size=(16, 3)), rng.normal(size=(16, 2))
     bn_data = batches(x.astype("float32"), [10, 6])
     records, record = recorder(model)
-    model.fit(x, y, batch_size=8, epochs=3, verbose=0,
-              callbacks=[record, SWA(start_epoch=0, bn_data=bn_data)])
+    model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=3,
+        verbose=0,
+        callbacks=[record, SWA(start_epoch=0, bn_data=bn_data)],
+    )
     average = mean_per_variable(records)
     assert_weights(model, average)
     kernel, bias = average[0], average[1]
@@ -386,8 +411,13 @@ def test_swa_without_bn_data_warns_on_a_batchnorm_model(rng):
     )
     model.compile(keras.optimizers.SGD(0.1), loss="mse")
     with pytest.warns(UserWarning, match="no bn_data"):
-        model.fit(rng.normal(size=(8, 3)), rng.normal(size=(8, 2)), epochs=1, verbose=0,
-                  callbacks=[SWA(start_epoch=0)])
+        model.fit(
+            rng.normal(size=(8, 3)),
+            rng.normal(size=(8, 2)),
+            epochs=1,
+            verbose=0,
+            callbacks=[SWA(start_epoch=0)],
+        )
 
 
 def test_swa_state_file_survives_a_resume(rng, tmp_path):
@@ -396,14 +426,22 @@ def test_swa_state_file_survives_a_resume(rng, tmp_path):
     model.compile(keras.optimizers.SGD(0.1), loss="mse")
     x, y = rng.normal(size=(16, 4)), rng.normal(size=(16, 3))
     first, record = recorder(model)
-    model.fit(x, y, batch_size=8, epochs=2, verbose=0,
-              callbacks=[record, SWA(0, state_path=state_path)])
+    model.fit(
+        x, y, batch_size=8, epochs=2, verbose=0, callbacks=[record, SWA(0, state_path=state_path)]
+    )
     # A new process resumes from the checkpoint of epoch 0 (older than the
     # state file): epoch 1 runs again but is not averaged twice.
     model.set_weights([w.astype("float32") for w in first[0]])
     second, record = recorder(model)
-    model.fit(x, y, batch_size=8, epochs=4, initial_epoch=1, verbose=0,
-              callbacks=[record, SWA(0, state_path=state_path)])
+    model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=4,
+        initial_epoch=1,
+        verbose=0,
+        callbacks=[record, SWA(0, state_path=state_path)],
+    )
     epochs = [first[0], first[1], second[1], second[2]]  # epochs 0, 1, 2, 3
     assert_weights(model, mean_per_variable(epochs))
 
@@ -436,8 +474,14 @@ def test_optimizer_ema_after_fit_matches_numpy(rng):
     model, _ = linear()
     model.compile(ema_optimizer(keras.optimizers.SGD(0.1), momentum=0.8), loss="mse")
     records, record = recorder(model, per="batch")
-    model.fit(rng.normal(size=(20, 4)), rng.normal(size=(20, 3)), batch_size=4, epochs=1,
-              verbose=0, callbacks=[record])
+    model.fit(
+        rng.normal(size=(20, 4)),
+        rng.normal(size=(20, 3)),
+        batch_size=4,
+        epochs=1,
+        verbose=0,
+        callbacks=[record],
+    )
     assert len(records) == 5
     average = records[0]  # the first update initialises the average
     for weights in records[1:]:
@@ -448,14 +492,24 @@ def test_optimizer_ema_after_fit_matches_numpy(rng):
 
 def test_ema_batchnorm_recomputes_statistics_for_the_ema_weights(rng):
     model = keras.Sequential(
-        [keras.Input((3,)), keras.layers.Dense(4), keras.layers.BatchNormalization(),
-         keras.layers.Dense(2)]
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(4),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(2),
+        ]
     )
     model.compile(ema_optimizer("sgd", momentum=0.5), loss="mse")
     x = rng.normal(size=(12, 3))
     bn_data = [(part.astype("float32"), None) for part in batches(x, [6, 6])]
-    model.fit(x, rng.normal(size=(12, 2)), batch_size=4, epochs=1, verbose=0,
-              callbacks=[EMABatchNorm(bn_data)])
+    model.fit(
+        x,
+        rng.normal(size=(12, 2)),
+        batch_size=4,
+        epochs=1,
+        verbose=0,
+        callbacks=[EMABatchNorm(bn_data)],
+    )
     kernel, bias = (v.numpy().astype(np.float64) for v in model.layers[0].weights)
     stats = [np_bn_stats(part @ kernel + bias) for part, _ in bn_data]
     assert_batch_average(model.layers[1], stats)
@@ -502,5 +556,9 @@ def test_ema_batchnorm_refuses_an_optimizer_without_ema(rng):
     model, _ = linear()
     model.compile("sgd", loss="mse")
     with pytest.raises(ValueError, match="use_ema=True"):
-        model.fit(rng.normal(size=(4, 4)), rng.normal(size=(4, 3)), verbose=0,
-                  callbacks=[EMABatchNorm([np.zeros((2, 4), "float32")])])
+        model.fit(
+            rng.normal(size=(4, 4)),
+            rng.normal(size=(4, 3)),
+            verbose=0,
+            callbacks=[EMABatchNorm([np.zeros((2, 4), "float32")])],
+        )

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from helpers import combine, np_cross_entropy, randomize, tiny_student
+
 from okdph_keras import OKDPH, Fusion
 from okdph_keras.callbacks import EvaluateEachEpoch
 
@@ -56,8 +56,13 @@ def test_validation_during_fit_sees_the_fused_students(batch):
     model = OKDPH(tiny_student, identical_init=False)
     model.compile(optimizer="sgd")
     history = model.fit(
-        views, labels, batch_size=8, epochs=1, verbose=0,
-        validation_data=(images, labels), callbacks=[Fusion(1.0)],
+        views,
+        labels,
+        batch_size=8,
+        epochs=1,
+        verbose=0,
+        validation_data=(images, labels),
+        callbacks=[Fusion(1.0)],
     )
     # gamma = 1 makes the students identical before validation.
     logs = {k: v[-1] for k, v in history.history.items()}
@@ -71,17 +76,27 @@ def test_evaluate_each_epoch_logs_the_fused_model_on_its_data(batch):
     model.compile(optimizer="sgd")
     test_data = tf.data.Dataset.from_tensor_slices((images[:10], labels[:10])).batch(4)
     checkpoints = []
-    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: checkpoints.append(dict(logs)))
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: checkpoints.append(dict(logs))
+    )
     model.fit(
-        views, labels, batch_size=8, epochs=2, verbose=0,
+        views,
+        labels,
+        batch_size=8,
+        epochs=2,
+        verbose=0,
         callbacks=[Fusion(1.0), EvaluateEachEpoch(test_data, "test_"), record],
     )
     logs = checkpoints[-1]
     # No validation: fusion runs at the epoch's end, before the test pass.
     assert logs["test_student_0_ce"] == logs["test_student_1_ce"]
     logits = model.students[0](images[:10]).numpy()
-    assert logs["test_student_0_ce"] == pytest.approx(np_cross_entropy(labels[:10], logits), rel=1e-5)
-    assert logs["test_student_0_accuracy"] == pytest.approx(np.mean(logits.argmax(-1) == labels[:10]))
+    assert logs["test_student_0_ce"] == pytest.approx(
+        np_cross_entropy(labels[:10], logits), rel=1e-5
+    )
+    assert logs["test_student_0_accuracy"] == pytest.approx(
+        np.mean(logits.argmax(-1) == labels[:10])
+    )
     assert "student_0_ce" in logs and logs["student_0_ce"] != logs["test_student_0_ce"]
     with pytest.raises(ValueError, match="prefix='val_' is not allowed"):
         EvaluateEachEpoch((images, labels), "val_")
@@ -145,7 +160,14 @@ def test_batch_fusion_counts_steps_with_steps_per_execution(steps_per_execution,
     model = CountingOKDPH(tiny_student)
     model.compile(optimizer="sgd", steps_per_execution=steps_per_execution)
     # 16 examples, batch 2: 8 steps; fusion every 3 steps -> after steps 3 and 6.
-    model.fit(views, labels, batch_size=2, epochs=1, verbose=0, callbacks=[Fusion(0.5, every=3, unit="batch")])
+    model.fit(
+        views,
+        labels,
+        batch_size=2,
+        epochs=1,
+        verbose=0,
+        callbacks=[Fusion(0.5, every=3, unit="batch")],
+    )
     assert CountingOKDPH.fusions == 2
 
 

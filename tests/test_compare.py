@@ -31,9 +31,20 @@ def image_tree(tmp_path_factory):
 
 def test_compare_recipe_trains_summarises_and_reuses_runs(tmp_path, image_tree):
     command = [
-        sys.executable, "-m", "recipes.compare", f"--dataset={image_tree}", "--methods=independent,okdph",
-        "--seeds=2", f"--output_dir={tmp_path}", "--smoke", "--model=small_cnn", "--image_size=8",
-        "--style=cifar", "--normalization=cifar10", "--views=hflip,cutout,none", "--flatness_radius=0.05",
+        sys.executable,
+        "-m",
+        "recipes.compare",
+        f"--dataset={image_tree}",
+        "--methods=independent,okdph",
+        "--seeds=2",
+        f"--output_dir={tmp_path}",
+        "--smoke",
+        "--model=small_cnn",
+        "--image_size=8",
+        "--style=cifar",
+        "--normalization=cifar10",
+        "--views=hflip,cutout,none",
+        "--flatness_radius=0.05",
     ]
     first = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
@@ -42,7 +53,10 @@ def test_compare_recipe_trains_summarises_and_reuses_runs(tmp_path, image_tree):
     summary = json.loads((tmp_path / "comparison.json").read_text())
     assert summary["seeds"] == [42, 43]
     for method in ("independent", "okdph"):
-        results = [json.loads((tmp_path / "runs" / f"{method}_seed{s}" / "results.json").read_text()) for s in (42, 43)]
+        results = [
+            json.loads((tmp_path / "runs" / f"{method}_seed{s}" / "results.json").read_text())
+            for s in (42, 43)
+        ]
         exported = [r["final_test_accuracy"][f"student_{r['best_student']}"] for r in results]
         row = summary["methods"][method]
         assert row["exported_student"]["mean"] == pytest.approx(np.mean(exported))
@@ -52,7 +66,11 @@ def test_compare_recipe_trains_summarises_and_reuses_runs(tmp_path, image_tree):
         assert row["sharpness"]["mean"] > -1.0 and len(row["sharpness"]["values"]) == 2
         assert (tmp_path / "saved_models" / f"{method}_seed42" / "student.keras").exists()
     config = json.loads((tmp_path / "runs" / "independent_seed43" / "config.json").read_text())
-    assert config["method"] == "independent" and config["seed"] == 43 and config["views"] == ["hflip", "cutout", "none"]
+    assert (
+        config["method"] == "independent"
+        and config["seed"] == 43
+        and config["views"] == ["hflip", "cutout", "none"]
+    )
     table = (tmp_path / "comparison.md").read_text()
     assert "| independent |" in table and "| okdph |" in table and "exported_student" in table
     assert (tmp_path / "comparison.png").read_bytes()[:4] == b"\x89PNG"
@@ -65,8 +83,16 @@ def test_compare_recipe_trains_summarises_and_reuses_runs(tmp_path, image_tree):
 
 
 def test_method_configs_change_only_method_seed_and_names(tmp_path):
-    base = Config(dataset="cifar10", model="small_cnn", views=("hflip", "cutout", "none"), style="cifar",
-                  image_size=8, normalization=((0.5,), (0.5,)), run_name="base", epochs=7)
+    base = Config(
+        dataset="cifar10",
+        model="small_cnn",
+        views=("hflip", "cutout", "none"),
+        style="cifar",
+        image_size=8,
+        normalization=((0.5,), (0.5,)),
+        run_name="base",
+        epochs=7,
+    )
     config = compare.method_config(base, "okdph_no_fusion", 5, str(tmp_path))
     assert config.method == "okdph" and config.fusion_gamma == 0.0 and config.seed == 5
     assert config.run_name == "okdph_no_fusion_seed5" and config.epochs == 7

@@ -77,7 +77,7 @@ def results():
             f"--- stdout tail ---\n{_tail(completed.stdout, 2000)}\n"
             f"--- stderr tail ---\n{_tail(completed.stderr)}"
         )
-    parsed = json.loads(lines[-1][len("RESULT "):])
+    parsed = json.loads(lines[-1][len("RESULT ") :])
     parsed["_stderr_tail"] = _tail(completed.stderr)
     return parsed
 
@@ -103,8 +103,7 @@ def test_mirrored_variables_match_default_strategy(results):
     differences = section["differences"]
     assert differences, "no variables were compared"
     too_far = [
-        d for d in differences
-        if not d["abs_diff"] <= VARIABLE_TOLERANCE * max(1.0, d["scale"])
+        d for d in differences if not d["abs_diff"] <= VARIABLE_TOLERANCE * max(1.0, d["scale"])
     ]
     assert not too_far, f"variables differ between default and mirrored runs: {too_far}"
 
@@ -129,7 +128,10 @@ def test_mirrored_epoch_losses_match_default_strategy(results):
     for key in loss_keys:
         assert len(default[key]) == len(mirrored[key]) == 1, key
         np.testing.assert_allclose(
-            mirrored[key], default[key], rtol=LOSS_TOLERANCE, atol=LOSS_TOLERANCE,
+            mirrored[key],
+            default[key],
+            rtol=LOSS_TOLERANCE,
+            atol=LOSS_TOLERANCE,
             err_msg=f"history[{key!r}]",
         )
 
@@ -211,14 +213,20 @@ print("RESULT " + json.dumps(
 def fusion_results():
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1")
     completed = subprocess.run(
-        [sys.executable, "-c", FUSION_SCRIPT], cwd=REPO_ROOT, env=env,
-        capture_output=True, text=True, timeout=TIMEOUT_S,
+        [sys.executable, "-c", FUSION_SCRIPT],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
     )
     lines = [l for l in completed.stdout.splitlines() if l.startswith("RESULT ")]
     if completed.returncode != 0 or not lines:
-        pytest.fail(f"the fusion script exited with {completed.returncode}.\n"
-                    f"--- stderr tail ---\n{_tail(completed.stderr)}")
-    return json.loads(lines[-1][len("RESULT "):])
+        pytest.fail(
+            f"the fusion script exited with {completed.returncode}.\n"
+            f"--- stderr tail ---\n{_tail(completed.stderr)}"
+        )
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def test_fused_batchnorm_statistics_equal_the_fusion_of_the_replica_means(fusion_results):
@@ -238,7 +246,9 @@ def test_fused_batchnorm_statistics_equal_the_fusion_of_the_replica_means(fusion
     # Not vacuous: before the fusion the replicas hold different statistics.
     spread = max(
         np.max(np.abs(np.subtract(*map(np.array, v["replicas"]))))
-        for student in before for v in student if v["moving"]
+        for student in before
+        for v in student
+        if v["moving"]
     )
     assert spread > 1e-4, f"replicas' statistics already agreed before fusion ({spread})"
     for i in range(num_variables):
@@ -249,7 +259,10 @@ def test_fused_batchnorm_statistics_equal_the_fusion_of_the_replica_means(fusion
             assert len(student[i]["replicas"]) == 2
             for replica, value in enumerate(student[i]["replicas"]):
                 np.testing.assert_allclose(
-                    np.array(value), expected, rtol=1e-5, atol=1e-6,
+                    np.array(value),
+                    expected,
+                    rtol=1e-5,
+                    atol=1e-6,
                     err_msg=f"student {m}, {student[i]['path']}, replica {replica}",
                 )
 
@@ -278,4 +291,6 @@ def test_synchronized_batchnorm_keeps_replicas_identical_between_fusions(results
     section = _section(results, "sync_bn")
     assert section["synchronized"] == [True] * 6
     assert np.isfinite(section["history"]["loss"][0])
-    _assert_replicas_identical(section["after_unfused_step"], "synchronised BatchNorm, unfused step")
+    _assert_replicas_identical(
+        section["after_unfused_step"], "synchronised BatchNorm, unfused step"
+    )

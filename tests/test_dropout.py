@@ -9,9 +9,9 @@ import os
 import keras
 import numpy as np
 import tensorflow as tf
+from helpers import IMAGE_SHAPE, NUM_CLASSES, tiny_student
 
 import okdph_keras
-from helpers import IMAGE_SHAPE, NUM_CLASSES, tiny_student
 
 UNITS = 512  # two independent masks of 512 units coincide with probability 2**-512
 
@@ -20,7 +20,9 @@ def mask_student():
     inputs = keras.Input((UNITS,))
     dropped = keras.layers.Dropout(0.5)(inputs)
     # An identity map, so that the student has weights to hybridize.
-    return keras.Model(inputs, keras.layers.Dense(UNITS, use_bias=False, kernel_initializer="identity")(dropped))
+    return keras.Model(
+        inputs, keras.layers.Dense(UNITS, use_bias=False, kernel_initializer="identity")(dropped)
+    )
 
 
 def masks(model):

@@ -19,9 +19,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import IMAGE_SHAPE, tiny_student
 
 import okdph_keras
-from helpers import IMAGE_SHAPE, tiny_student
 from okdph_keras.analysis.evaluation import Evaluator, model_values
 from okdph_keras.baselines import SAM
 from okdph_keras.baselines.batchnorm import batchnorm_layers, recompute_batchnorm
@@ -34,12 +34,16 @@ TIMEOUT_S = 240
 def results():
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1")
     completed = subprocess.run(
-        [sys.executable, WORKER], env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
+        [sys.executable, WORKER],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
         cwd=os.path.dirname(os.path.dirname(WORKER)),
     )
     lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
     assert completed.returncode == 0 and lines, completed.stderr[-4000:]
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def _section(results, name):
@@ -87,9 +91,15 @@ def test_recompute_batchnorm_skips_batches_without_examples():
     assert recompute_batchnorm(model, batches) == 2
     layer = batchnorm_layers(model)[0]
     conv = keras.Model(model.inputs, layer.input)  # what the BatchNorm layer normalises
-    per_batch = [conv(b).numpy().reshape(-1, layer.input.shape[-1]) for b in (batches[0], batches[2])]
-    np.testing.assert_allclose(layer.moving_mean.numpy(), np.mean([f.mean(0) for f in per_batch], 0), atol=1e-5)
-    np.testing.assert_allclose(layer.moving_variance.numpy(), np.mean([f.var(0) for f in per_batch], 0), atol=1e-5)
+    per_batch = [
+        conv(b).numpy().reshape(-1, layer.input.shape[-1]) for b in (batches[0], batches[2])
+    ]
+    np.testing.assert_allclose(
+        layer.moving_mean.numpy(), np.mean([f.mean(0) for f in per_batch], 0), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        layer.moving_variance.numpy(), np.mean([f.var(0) for f in per_batch], 0), atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("synchronized", [False, True])
@@ -98,8 +108,10 @@ def test_sam_wrapper_steps_on_an_empty_batch_change_nothing(synchronized):
     if synchronized:  # runs the padded step, which global BatchNorm must ignore
         student = okdph_keras.with_synchronized_batchnorm(student)
     model = SAM(student, rho=0.05)
-    model.compile(optimizer=keras.optimizers.SGD(0.1),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     before = [v.numpy().copy() for v in model.variables]
     model.train_on_batch(_images(0), np.zeros(0, "int32"))
     for variable, value in zip(model.variables, before):
@@ -112,10 +124,13 @@ def test_analysis_evaluator_skips_batches_without_examples():
     images = _images(6, 3)
     labels = np.arange(6) % 5
     batches = [(images[:4], labels[:4]), (images[:0], labels[:0]), (images[4:], labels[4:])]
-    result = Evaluator(model, tf.data.Dataset.from_generator(
-        lambda: iter(batches),
-        output_signature=(tf.TensorSpec([None, *IMAGE_SHAPE]), tf.TensorSpec([None], tf.int64)),
-    ))(*model_values(model))
+    result = Evaluator(
+        model,
+        tf.data.Dataset.from_generator(
+            lambda: iter(batches),
+            output_signature=(tf.TensorSpec([None, *IMAGE_SHAPE]), tf.TensorSpec([None], tf.int64)),
+        ),
+    )(*model_values(model))
     logits = model(images, training=False).numpy().astype("float64")
     shifted = logits - logits.max(1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))

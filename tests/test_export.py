@@ -39,7 +39,7 @@ def colour_patches(count, seed):
             row, column = rng.integers(0, SIZE - 6, size=2)
             colour = rng.integers(0, 60, size=3)
             colour[label] = rng.integers(190, 256)
-            image[row:row + 6, column:column + 6] = colour
+            image[row : row + 6, column : column + 6] = colour
             images.append(image.astype(np.uint8))
             labels.append(label)
     return np.stack(images), np.array(labels)
@@ -65,10 +65,20 @@ def run_dir(tmp_path_factory):
     train_data, test_data = colour_patches(40, seed=0), colour_patches(20, seed=1)
     write_image_tree(root / "data", {"train": train_data, "test": test_data})
     config = Config(
-        dataset="image_folder", data_dir=str(root / "data"), model="small_cnn",
-        views=("hflip", "hflip", "none"), style="cifar", image_size=SIZE,
-        normalization=(MEAN, STD), epochs=5, batch_size=16, learning_rate=0.05,
-        weight_decay=1e-4, seed=1, output_dir=str(root / "runs"), run_name="tiny",
+        dataset="image_folder",
+        data_dir=str(root / "data"),
+        model="small_cnn",
+        views=("hflip", "hflip", "none"),
+        style="cifar",
+        image_size=SIZE,
+        normalization=(MEAN, STD),
+        epochs=5,
+        batch_size=16,
+        learning_rate=0.05,
+        weight_decay=1e-4,
+        seed=1,
+        output_dir=str(root / "runs"),
+        run_name="tiny",
         saved_models_dir=str(root / "saved"),
     )
     keras.utils.set_random_seed(1)
@@ -111,8 +121,12 @@ def test_every_variant_matches_the_keras_student(exported, run_dir):
     saved = tf.saved_model.load(str(output / "saved_model")).signatures["serving_default"]
     outputs = saved(images=tf.constant(images))
     np.testing.assert_allclose(outputs["logits"].numpy(), expected, atol=1e-4)
-    np.testing.assert_allclose(outputs["probabilities"].numpy(), tf.nn.softmax(expected).numpy(), atol=1e-5)
-    np.testing.assert_allclose(run_tflite(output / "model_float32.tflite", images), expected, atol=1e-4)
+    np.testing.assert_allclose(
+        outputs["probabilities"].numpy(), tf.nn.softmax(expected).numpy(), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        run_tflite(output / "model_float32.tflite", images), expected, atol=1e-4
+    )
     for variant in ("float16", "dynamic_range", "int8"):
         top1 = run_tflite(output / f"model_{variant}.tflite", images).argmax(-1)
         agreement = np.mean(top1 == expected.argmax(-1))
@@ -124,8 +138,17 @@ def test_metadata_describes_the_export(exported, run_dir):
     output, metadata = exported
     assert json.loads((output / "metadata.json").read_text()) == json.loads(json.dumps(metadata))
     assert metadata["class_names"] == list(CLASSES)
-    assert metadata["image_size"] == SIZE and metadata["channels"] == 3 and metadata["style"] == "cifar"
-    assert metadata["input"]["dtype"] == "uint8" and metadata["input"]["shape"] == [None, SIZE, SIZE, 3]
+    assert (
+        metadata["image_size"] == SIZE
+        and metadata["channels"] == 3
+        and metadata["style"] == "cifar"
+    )
+    assert metadata["input"]["dtype"] == "uint8" and metadata["input"]["shape"] == [
+        None,
+        SIZE,
+        SIZE,
+        3,
+    ]
     assert metadata["normalization"]["mean"] == list(MEAN)
     assert metadata["normalization"]["std"] == list(STD)
     source = metadata["source"]
@@ -139,7 +162,13 @@ def test_metadata_describes_the_export(exported, run_dir):
     assert source["student"] == results["best_student"]
     assert metadata["held_out"]["examples"] == 60
     assert "108 images" in metadata["representative_data"]  # 120 less 4 per class held out
-    assert set(metadata["variants"]) == {"saved_model", "float32", "float16", "dynamic_range", "int8"}
+    assert set(metadata["variants"]) == {
+        "saved_model",
+        "float32",
+        "float16",
+        "dynamic_range",
+        "int8",
+    }
     for name, entry in metadata["variants"].items():
         path = output / entry["path"]
         assert path.exists()
@@ -174,7 +203,11 @@ def test_chosen_student_int8_outputs_and_overwrite(run_dir, exported, tmp_path):
 
     again = export.export_student(run_dir, target, student=0, variants="float16", overwrite=True)
     assert again["source"]["student"] == 0
-    assert sorted(p.name for p in target.iterdir()) == ["metadata.json", "model_float16.tflite", "saved_model"]
+    assert sorted(p.name for p in target.iterdir()) == [
+        "metadata.json",
+        "model_float16.tflite",
+        "saved_model",
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["student1"]
 
 
@@ -182,20 +215,32 @@ def test_best_student_of_an_okdph_file_is_picked_on_the_selection_data(run_dir, 
     state = checkpointing.load_state(run_dir)
     model = keras.saving.load_model(os.path.join(run_dir, state["checkpoint"]), compile=False)
     dense = model.students[0].layers[-1]
-    dense.set_weights([np.zeros_like(w) for w in dense.get_weights()])  # student 0 always says "red"
+    dense.set_weights(
+        [np.zeros_like(w) for w in dense.get_weights()]
+    )  # student 0 always says "red"
     path = str(tmp_path / "okdph.keras")
     model.save(path)
     images, labels = colour_patches(10, seed=5)
     metadata = export.export_student(
-        path, tmp_path / "out", variants=["float32"], normalization="cifar10",
-        selection_data=(images, labels), held_out=(images, labels), class_names=CLASSES,
+        path,
+        tmp_path / "out",
+        variants=["float32"],
+        normalization="cifar10",
+        selection_data=(images, labels),
+        held_out=(images, labels),
+        class_names=CLASSES,
     )
     assert metadata["source"]["kind"] == "okdph_model" and metadata["source"]["student"] == 1
     assert metadata["selection"]["accuracies"][0] == pytest.approx(1 / 3)
     assert metadata["source"]["test_accuracy"] is None and metadata["style"] is None
     with pytest.raises(ValueError, match="student= .* or selection_data="):
-        export.export_student(path, tmp_path / "out2", variants=["float32"], normalization="cifar10",
-                              held_out=(images, labels))
+        export.export_student(
+            path,
+            tmp_path / "out2",
+            variants=["float32"],
+            normalization="cifar10",
+            held_out=(images, labels),
+        )
 
 
 def test_a_run_without_validation_split_exports_student_zero(run_dir, tmp_path):
@@ -228,7 +273,9 @@ def test_an_interrupted_export_leaves_nothing_behind(run_dir, exported, tmp_path
     before = (output / "metadata.json").read_text()
     calls.clear()
     with pytest.raises(KeyboardInterrupt):
-        export.export_student(run_dir, output, student=0, variants=["float32", "float16"], overwrite=True)
+        export.export_student(
+            run_dir, output, student=0, variants=["float32", "float16"], overwrite=True
+        )
     assert (output / "metadata.json").read_text() == before
     assert sorted(p.name for p in output.parent.iterdir()) == ["tiny"]
 
@@ -252,14 +299,17 @@ def test_a_killed_export_is_cleaned_up_by_the_next_one(run_dir, tmp_path):
         export.export_student({str(student)!r}, {str(output)!r}, variants=["float32"],
                               normalization="cifar10", held_out=(data["images"], data["labels"]))
     """)
-    process = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, timeout=300)
+    process = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, timeout=300
+    )
     assert process.returncode == -signal.SIGKILL, process.stderr.decode()[-3000:]
     assert not output.exists()
     leftovers = list(output.parent.iterdir())
     assert len(leftovers) == 1 and leftovers[0].name.startswith(".killed.partial-")
 
-    export.export_student(student, output, variants=["float32"], normalization="cifar10",
-                          held_out=(images, labels))
+    export.export_student(
+        student, output, variants=["float32"], normalization="cifar10", held_out=(images, labels)
+    )
     assert [p.name for p in output.parent.iterdir()] == ["killed"]
     assert (output / "metadata.json").exists() and (output / "model_float32.tflite").exists()
 
@@ -286,13 +336,24 @@ def test_bad_inputs_give_clear_errors(run_dir, tmp_path):
     (tmp_path / "junk.keras").write_text("not a model")
     with pytest.raises(ValueError, match="Could not load a Keras model from .*junk.keras"):
         export.export_student(tmp_path / "junk.keras", tmp_path / "out")
-    with pytest.raises(ValueError, match=r"Unknown TFLite variant.*'int4'.*known variants: \['float32'"):
+    with pytest.raises(
+        ValueError, match=r"Unknown TFLite variant.*'int4'.*known variants: \['float32'"
+    ):
         export.export_student(run_dir, tmp_path / "out", variants=["float32", "int4"])
-    with pytest.raises(ValueError, match=r"student=2 is out of range.*2 students \(indices 0 to 1\)"):
+    with pytest.raises(
+        ValueError, match=r"student=2 is out of range.*2 students \(indices 0 to 1\)"
+    ):
         export.export_student(run_dir, tmp_path / "out", student=2)
-    with pytest.raises(ValueError, match=r"representative_data must be raw images of shape \[N, 16, 16, 3\].*\[10, 32, 32, 3\]"):
-        export.export_student(run_dir, tmp_path / "out", student=0,
-                              representative_data=np.zeros((10, 32, 32, 3), np.uint8))
+    with pytest.raises(
+        ValueError,
+        match=r"representative_data must be raw images of shape \[N, 16, 16, 3\].*\[10, 32, 32, 3\]",
+    ):
+        export.export_student(
+            run_dir,
+            tmp_path / "out",
+            student=0,
+            representative_data=np.zeros((10, 32, 32, 3), np.uint8),
+        )
     with pytest.raises(ValueError, match=r"must not hold the source"):
         export.export_student(run_dir, run_dir / "export", student=0)
 
@@ -303,11 +364,18 @@ def test_bad_inputs_give_clear_errors(run_dir, tmp_path):
     with pytest.raises(ValueError, match="representative_data"):
         export.export_student(student, tmp_path / "out", normalization="cifar10")
     with pytest.raises(ValueError, match="held_out="):
-        export.export_student(student, tmp_path / "out", normalization="cifar10", variants=["float32"])
+        export.export_student(
+            student, tmp_path / "out", normalization="cifar10", variants=["float32"]
+        )
     images, labels = colour_patches(2, seed=0)
     with pytest.raises(ValueError, match="labels must lie in"):
-        export.export_student(student, tmp_path / "out", normalization="cifar10", variants=["float32"],
-                              held_out=(images, labels + 5))
+        export.export_student(
+            student,
+            tmp_path / "out",
+            normalization="cifar10",
+            variants=["float32"],
+            held_out=(images, labels + 5),
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "junk.keras", "student.keras"]
 
 
@@ -321,15 +389,33 @@ def test_command_line(run_dir, exported, tmp_path, capsys):
         export.main([str(run_dir), "--output", str(output), "--variants", "float32,int3"])
     assert "known variants" in capsys.readouterr().err
 
-    export.main([str(run_dir), "--output", str(output), "--student", "1", "--variants", "float32", "dynamic_range"])
+    export.main(
+        [
+            str(run_dir),
+            "--output",
+            str(output),
+            "--student",
+            "1",
+            "--variants",
+            "float32",
+            "dynamic_range",
+        ]
+    )
     printed = capsys.readouterr().out
-    assert "Exported student 1" in printed and "dynamic_range" in printed and "Source test accuracy" in printed
+    assert (
+        "Exported student 1" in printed
+        and "dynamic_range" in printed
+        and "Source test accuracy" in printed
+    )
     metadata = json.loads((output / "metadata.json").read_text())
     assert sorted(metadata["variants"]) == ["dynamic_range", "float32", "saved_model"]
 
     process = subprocess.run(  # python -m okdph_keras.export: the same command line
         [sys.executable, "-m", "okdph_keras.export", str(run_dir), "--output", str(output)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert process.returncode == 1 and "already exists" in process.stderr, process.stderr[-3000:]
     assert "RuntimeWarning" not in process.stderr  # runpy's, were __main__ imported by the package

@@ -7,8 +7,7 @@ from okdph_keras import hybrid
 
 def test_convex_combination_matches_numpy_and_passes_integers_through(rng):
     lists = [
-        [rng.normal(size=(3, 2)).astype("float32"), np.array([7, m], np.int64)]
-        for m in range(3)
+        [rng.normal(size=(3, 2)).astype("float32"), np.array([7, m], np.int64)] for m in range(3)
     ]
     r = np.array([0.2, 0.5, 0.3], np.float32)
     combined = hybrid.convex_combination(lists, r)
@@ -28,13 +27,18 @@ def test_convex_combination_of_variables_keeps_float64():
 
 @pytest.mark.parametrize("num", [2, 4])
 def test_mean_coefficients(num):
-    np.testing.assert_allclose(hybrid.sample_coefficients("mean", num).numpy(), np.full(num, 1 / num))
+    np.testing.assert_allclose(
+        hybrid.sample_coefficients("mean", num).numpy(), np.full(num, 1 / num)
+    )
 
 
 def test_dirichlet_lies_on_simplex_changes_with_step_and_averages_one_over_m():
     num, draws = 3, 4000
     samples = np.stack(
-        [hybrid.sample_coefficients("dirichlet", num, seed=[42, step]).numpy() for step in range(draws)]
+        [
+            hybrid.sample_coefficients("dirichlet", num, seed=[42, step]).numpy()
+            for step in range(draws)
+        ]
     )
     assert np.all(samples >= 0)
     np.testing.assert_allclose(samples.sum(axis=1), 1.0, rtol=1e-5)

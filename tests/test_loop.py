@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from helpers import tiny_student
+
 from okdph_keras import OKDPH, Fusion, loop
 
 
@@ -24,7 +24,9 @@ def train(run_fit, unit):
     model = OKDPH(tiny_student, hybrid="dirichlet", weight_decay=1e-3, seed=3)
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
     epoch_logs = []
-    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: epoch_logs.append(dict(logs)))
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: epoch_logs.append(dict(logs))
+    )
     train_data, validation = make_data()
     callbacks = [Fusion(0.5, every=2, unit=unit), record]
     run_fit(model, train_data, validation, callbacks)
@@ -32,13 +34,29 @@ def train(run_fit, unit):
 
 
 def keras_fit(model, data, validation, callbacks):
-    model.fit(data, epochs=3, initial_epoch=1, steps_per_epoch=5, validation_data=validation,
-              callbacks=callbacks, verbose=0, shuffle=False)
+    model.fit(
+        data,
+        epochs=3,
+        initial_epoch=1,
+        steps_per_epoch=5,
+        validation_data=validation,
+        callbacks=callbacks,
+        verbose=0,
+        shuffle=False,
+    )
 
 
 def loop_fit(model, data, validation, callbacks):
-    loop.fit(model, data, epochs=3, initial_epoch=1, steps_per_epoch=5, validation_data=validation,
-             callbacks=callbacks, verbose=0)
+    loop.fit(
+        model,
+        data,
+        epochs=3,
+        initial_epoch=1,
+        steps_per_epoch=5,
+        validation_data=validation,
+        callbacks=callbacks,
+        verbose=0,
+    )
 
 
 def test_loop_equals_fit():

@@ -1,7 +1,7 @@
 import numpy as np
 import tensorflow as tf
-
 from helpers import np_cross_entropy, np_distillation
+
 from okdph_keras import losses
 
 
@@ -36,14 +36,18 @@ def test_distillation_gradient_has_closed_form(rng):
         loss = losses.distillation_loss(teacher, student, tau)
     p = tf.nn.softmax(teacher / tau).numpy()
     q = tf.nn.softmax(student / tau).numpy()
-    np.testing.assert_allclose(tape.gradient(loss, student).numpy(), tau * (q - p) / size, rtol=1e-9)
+    np.testing.assert_allclose(
+        tape.gradient(loss, student).numpy(), tau * (q - p) / size, rtol=1e-9
+    )
 
 
 def test_l2_penalty_gradient_is_the_variable(rng):
     variables = [tf.Variable(rng.normal(size=(2, 3))), tf.Variable(rng.normal(size=4))]
     with tf.GradientTape() as tape:
         penalty = losses.l2_penalty(variables)
-    np.testing.assert_allclose(penalty.numpy(), 0.5 * sum(np.sum(v.numpy() ** 2) for v in variables))
+    np.testing.assert_allclose(
+        penalty.numpy(), 0.5 * sum(np.sum(v.numpy() ** 2) for v in variables)
+    )
     for variable, gradient in zip(variables, tape.gradient(penalty, variables)):
         np.testing.assert_allclose(gradient.numpy(), variable.numpy())
 

@@ -8,9 +8,9 @@ seeds and the NaN message's step would drift behind the batches seen.
 import keras
 import numpy as np
 import tensorflow as tf
+from helpers import IMAGE_SHAPE, NUM_CLASSES
 
 import okdph_keras
-from helpers import IMAGE_SHAPE, NUM_CLASSES
 
 STEPS, BOUNDARY = 12, 6
 
@@ -27,19 +27,29 @@ def test_skipped_steps_count_for_the_schedule_and_the_coefficients():
     rng = np.random.default_rng(0)
     views = rng.uniform(size=(STEPS * 4, 3, *IMAGE_SHAPE)).astype("float32")
     labels = rng.integers(0, NUM_CLASSES, STEPS * 4)
-    model = okdph_keras.OKDPH(
-        mixed_student, num_students=2, hybrid="dirichlet", seed=11
-    )
+    model = okdph_keras.OKDPH(mixed_student, num_students=2, hybrid="dirichlet", seed=11)
     schedule = keras.optimizers.schedules.PiecewiseConstantDecay([BOUNDARY], [0.1, 0.01])
     # float16 gradients overflow at this scale: the first few steps are skipped.
-    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(schedule), initial_scale=2.0**20)
+    optimizer = keras.optimizers.LossScaleOptimizer(
+        keras.optimizers.SGD(schedule), initial_scale=2.0**20
+    )
     model.compile(optimizer=optimizer)
     initial = [v.numpy().copy() for v in model.trainable_variables]
     seen = []
     model.fit(
-        views, labels, batch_size=4, epochs=1, shuffle=False, verbose=0,
-        callbacks=[keras.callbacks.LambdaCallback(
-            on_train_batch_end=lambda batch, logs: seen.append(model.coefficients.numpy().copy()))],
+        views,
+        labels,
+        batch_size=4,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+        callbacks=[
+            keras.callbacks.LambdaCallback(
+                on_train_batch_end=lambda batch, logs: seen.append(
+                    model.coefficients.numpy().copy()
+                )
+            )
+        ],
     )
     assert float(optimizer.dynamic_scale.numpy()) < 2.0**20, "no step was skipped"
     assert int(optimizer.iterations.numpy()) == STEPS
@@ -49,4 +59,6 @@ def test_skipped_steps_count_for_the_schedule_and_the_coefficients():
         draws = tf.random.stateless_gamma([2], seed=[11, k], alpha=1.0).numpy()
         np.testing.assert_allclose(coefficients, draws / draws.sum(), rtol=1e-6)
     assert all(np.isfinite(v.numpy()).all() for v in model.variables)
-    assert any((v.numpy() != w).any() for v, w in zip(model.trainable_variables, initial)), "no step applied"
+    assert any((v.numpy() != w).any() for v, w in zip(model.trainable_variables, initial)), (
+        "no step applied"
+    )

@@ -7,8 +7,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from helpers import NUM_CLASSES, np_cross_entropy, np_distillation, tiny_student
+
 from okdph_keras import OKDPH, Fusion
 
 
@@ -29,7 +29,10 @@ def compiled(num=2, lr=0.1, momentum=0.9, **options):
         (dict(temperature=float("nan")), r"temperature must be a finite number"),
         (dict(weight_decay=-5e-4), r"weight_decay=-0.0005 is out of range"),
         (dict(omega="high"), r"omega must be a finite number; got 'high'"),
-        (dict(hybrid="uniform"), r"hybrid='uniform' is not supported; expected one of \('mean', 'dirichlet'\)"),
+        (
+            dict(hybrid="uniform"),
+            r"hybrid='uniform' is not supported; expected one of \('mean', 'dirichlet'\)",
+        ),
         (dict(hwm_gradient="yes"), r"hwm_gradient must be True or False; got 'yes'"),
         (dict(identical_init=1), r"identical_init must be True or False"),
         (dict(seed=1.5), r"seed must be an integer or None; got 1.5"),
@@ -44,9 +47,13 @@ def test_bad_options_raise_clear_errors(options, message):
 
 
 def test_heterogeneous_students_name_the_first_mismatching_variable():
-    with pytest.raises(ValueError, match=r"trainable_variables\[0\] differs.*\(3, 3, 1, 4\).*\(3, 3, 1, 6\)"):
+    with pytest.raises(
+        ValueError, match=r"trainable_variables\[0\] differs.*\(3, 3, 1, 4\).*\(3, 3, 1, 6\)"
+    ):
         OKDPH([tiny_student(width=4), tiny_student(width=6)])
-    with pytest.raises(ValueError, match=r"trainable_variables\[2\] differs.*conv2d.*batch_normalization"):
+    with pytest.raises(
+        ValueError, match=r"trainable_variables\[2\] differs.*conv2d.*batch_normalization"
+    ):
         OKDPH([tiny_student(batch_norm=False), tiny_student(batch_norm=True)])
     with pytest.raises(ValueError, match="float64"):
         OKDPH([tiny_student(), tiny_student(dtype="float64")])
@@ -145,16 +152,22 @@ def hand_written_gradient(students, views, labels, r, omega=0.8, beta=0.8, tau=4
     with tf.GradientTape() as tape:
         for theta in thetas:
             tape.watch(theta)
-        z = [s.stateless_call(t, n, views[m], training=True)[0]
-             for m, (s, t, n) in enumerate(zip(students, thetas, statistics))]
+        z = [
+            s.stateless_call(t, n, views[m], training=True)[0]
+            for m, (s, t, n) in enumerate(zip(students, thetas, statistics))
+        ]
         theta_h = [sum(r[m] * thetas[m][i] for m in range(num)) for i in range(len(thetas[0]))]
-        stats_h = [sum(r[m] * statistics[m][i] for m in range(num)) for i in range(len(statistics[0]))]
+        stats_h = [
+            sum(r[m] * statistics[m][i] for m in range(num)) for i in range(len(statistics[0]))
+        ]
         z_h = students[0].stateless_call(theta_h, stats_h, views[num], training=True)[0]
         z_e = tf.stop_gradient((tf.add_n(z) + z_h) / (num + 1))
         log_p = tf.nn.log_softmax(z_e / tau)
         total = 0.0
         for z_m in z:
-            kl = tf.reduce_mean(tf.reduce_sum(tf.exp(log_p) * (log_p - tf.nn.log_softmax(z_m / tau)), axis=-1))
+            kl = tf.reduce_mean(
+                tf.reduce_sum(tf.exp(log_p) * (log_p - tf.nn.log_softmax(z_m / tau)), axis=-1)
+            )
             total += omega * ce(z_m) + (1 - omega) * ce(z_h) + beta * tau**2 * kl
     flat = [t for theta in thetas for t in theta]
     return [g.numpy() for g in tape.gradient(total, flat)]
@@ -231,7 +244,9 @@ def test_fit_and_evaluate_report_every_network_as_numpy_computes_it(num, batch):
     accuracy = lambda z: np.mean(np.argmax(z, axis=1) == labels)  # noqa: E731
     for m in range(num):
         assert result[f"student_{m}_accuracy"] == pytest.approx(accuracy(student_logits[m]))
-        assert result[f"student_{m}_ce"] == pytest.approx(np_cross_entropy(labels, student_logits[m]), rel=1e-4)
+        assert result[f"student_{m}_ce"] == pytest.approx(
+            np_cross_entropy(labels, student_logits[m]), rel=1e-4
+        )
     assert result["hwm_accuracy"] == pytest.approx(accuracy(hwm_logits))
     assert result["hwm_ce"] == pytest.approx(np_cross_entropy(labels, hwm_logits), rel=1e-4)
     assert result["ensemble_accuracy"] == pytest.approx(accuracy(ensemble))
@@ -288,9 +303,13 @@ def test_students_and_hwm_are_plain_models_that_save(tmp_path, batch):
         path = tmp_path / f"{name}.keras"
         network.save(path)
         restored = keras.saving.load_model(path)
-        np.testing.assert_allclose(restored.predict(images, verbose=0), network.predict(images, verbose=0))
+        np.testing.assert_allclose(
+            restored.predict(images, verbose=0), network.predict(images, verbose=0)
+        )
     # The HWM is a snapshot: a later change to a student does not reach it.
     hwm = model.hwm
     before = hwm.predict(images, verbose=0)
-    model.students[0].trainable_variables[0].assign_add(tf.ones_like(model.students[0].trainable_variables[0]))
+    model.students[0].trainable_variables[0].assign_add(
+        tf.ones_like(model.students[0].trainable_variables[0])
+    )
     np.testing.assert_array_equal(hwm.predict(images, verbose=0), before)

@@ -60,14 +60,30 @@ def run_workers(tmp_path, config, tag, kill_after_epoch=None):
     processes, logs = [], []
     try:
         for index in range(2):
-            env = dict(os.environ, CUDA_VISIBLE_DEVICES="-1", TF_CPP_MIN_LOG_LEVEL="2",
-                       TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+            env = dict(
+                os.environ,
+                CUDA_VISIBLE_DEVICES="-1",
+                TF_CPP_MIN_LOG_LEVEL="2",
+                TF_CONFIG=json.dumps(
+                    {"cluster": cluster, "task": {"type": "worker", "index": index}}
+                ),
+            )
             log = open(tmp_path / f"worker_{tag}_{index}.log", "w+")
             logs.append(log)
-            processes.append(subprocess.Popen(
-                [sys.executable, WORKER, str(config_path), str(tmp_path / f"weights_{tag}_{index}.npz")],
-                cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            ))
+            processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        WORKER,
+                        str(config_path),
+                        str(tmp_path / f"weights_{tag}_{index}.npz"),
+                    ],
+                    cwd=REPO_ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         deadline = time.monotonic() + TIMEOUT_S
         while time.monotonic() < deadline and any(p.poll() is None for p in processes):
             if kill_after_epoch and state_path.exists():
@@ -88,17 +104,29 @@ def run_workers(tmp_path, config, tag, kill_after_epoch=None):
     if kill_after_epoch:
         assert codes == [None, None], f"the workers ended ({codes}) before they could be killed"
         return None, outputs
-    assert codes == [0, 0], f"worker exit codes {codes}\n" + "\n----\n".join(o[-3000:] for o in outputs)
+    assert codes == [0, 0], f"worker exit codes {codes}\n" + "\n----\n".join(
+        o[-3000:] for o in outputs
+    )
     return [np.load(tmp_path / f"weights_{tag}_{index}.npz") for index in range(2)], outputs
 
 
 def make_config(tmp_path, data_dir, root):
     return Config(
-        dataset="image_folder", data_dir=str(data_dir), model="small_cnn",
-        views=("hflip", "cutout", "none"), style="cifar", image_size=8,
-        normalization=((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)), epochs=3, batch_size=8,
-        learning_rate=0.05, validation_fraction=0.2, seed=3,
-        output_dir=str(root / "runs"), run_name="mw", saved_models_dir=str(root / "saved"),
+        dataset="image_folder",
+        data_dir=str(data_dir),
+        model="small_cnn",
+        views=("hflip", "cutout", "none"),
+        style="cifar",
+        image_size=8,
+        normalization=((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+        epochs=3,
+        batch_size=8,
+        learning_rate=0.05,
+        validation_fraction=0.2,
+        seed=3,
+        output_dir=str(root / "runs"),
+        run_name="mw",
+        saved_models_dir=str(root / "saved"),
     )
 
 
@@ -124,7 +152,9 @@ def test_two_workers_finish_with_identical_students(uninterrupted):
     assert all("Epoch 3/3" in output for output in outputs)
 
 
-def test_a_killed_job_restarted_with_the_same_command_ends_as_if_uninterrupted(uninterrupted, tmp_path):
+def test_a_killed_job_restarted_with_the_same_command_ends_as_if_uninterrupted(
+    uninterrupted, tmp_path
+):
     root, expected, _, _ = uninterrupted
     config = make_config(tmp_path, root / "data", tmp_path)
     run_workers(tmp_path, config, "b", kill_after_epoch=1)

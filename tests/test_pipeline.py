@@ -37,10 +37,17 @@ def test_each_network_gets_its_own_view_of_the_same_images(source):
 
 
 def test_gaussian_noise_is_added_after_normalisation(source):
-    clean = multi_view_dataset(source, views(("none",) * 3), 40, shuffle=False, normalization=(MEAN, STD))
+    clean = multi_view_dataset(
+        source, views(("none",) * 3), 40, shuffle=False, normalization=(MEAN, STD)
+    )
     noisy = multi_view_dataset(
-        source, views(("none",) * 3), 40, shuffle=False, normalization=(MEAN, STD),
-        noise_mean=0.5, noise_std=2.0,
+        source,
+        views(("none",) * 3),
+        40,
+        shuffle=False,
+        normalization=(MEAN, STD),
+        noise_mean=0.5,
+        noise_std=2.0,
     )
     difference = batches(noisy)[0][0][0] - batches(clean)[0][0][0]
     assert difference.mean() == pytest.approx(0.5, abs=0.06)
@@ -74,7 +81,9 @@ def test_one_epoch_dataset_changes_every_iteration_but_is_seeded(source):
     data = multi_view_dataset(source, views(), 40, seed=2)
     first, second = batches(data)[0], batches(data)[0]
     assert not np.array_equal(first[0][0], second[0][0])
-    np.testing.assert_array_equal(batches(multi_view_dataset(source, views(), 40, seed=2))[0][0][0], first[0][0])
+    np.testing.assert_array_equal(
+        batches(multi_view_dataset(source, views(), 40, seed=2))[0][0][0], first[0][0]
+    )
 
 
 def test_arrays_and_keras_layers_work_as_views(rng):

@@ -1,15 +1,14 @@
 """The input pipeline at scale: uniform shuffles of whole splits, decoding after the shuffle."""
 
-import math
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from cifar_fixtures import fake_download, write_fake_cifar
 from PIL import Image
 
-from cifar_fixtures import fake_download, write_fake_cifar
 from okdph_keras.data import multi_view_dataset, sources
 from okdph_keras.data.sources import from_arrays, load_source, split_per_class
 
@@ -48,7 +47,9 @@ def test_every_example_once_per_epoch_and_epochs_differ():
     ids = np.arange(300)
     source = from_arrays(images.astype(np.uint8), ids, class_names=[str(i) for i in ids])
     epoch0, epoch1 = [
-        np.concatenate(labels_of(multi_view_dataset(source, [None], 32, seed=5, epochs=e + 1, initial_epoch=e)))
+        np.concatenate(
+            labels_of(multi_view_dataset(source, [None], 32, seed=5, epochs=e + 1, initial_epoch=e))
+        )
         for e in (0, 1)
     ]
     np.testing.assert_array_equal(np.sort(epoch0), ids)
@@ -88,7 +89,9 @@ def test_holdout_of_an_image_folder_is_disjoint_sized_and_stable(tmp_path, monke
     assert not held_paths & train_paths
     # Chosen once, from the listing: the parts are path arrays, no stream filtered per epoch.
     assert isinstance(held._parts.encoded, tuple) and isinstance(train._parts.encoded, tuple)
-    first, second = (sorted(labels_of(multi_view_dataset(held, [None], 8, seed=s))[0]) for s in (0, 1))
+    first, second = (
+        sorted(labels_of(multi_view_dataset(held, [None], 8, seed=s))[0]) for s in (0, 1)
+    )
     assert first == second == [0, 0, 1, 1, 2, 2, 3, 3]
 
 
@@ -99,7 +102,9 @@ def test_keras_layer_view_output_equals_numpy():
     data = multi_view_dataset((images, np.arange(12)), [layer, None], 12, shuffle=False)
     (scaled, raw), labels = next(iter(data))
     np.testing.assert_array_equal(labels.numpy(), np.arange(12))
-    np.testing.assert_allclose(scaled.numpy(), images.astype(np.float32) / 127.5 - 1.0, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        scaled.numpy(), images.astype(np.float32) / 127.5 - 1.0, rtol=1e-6, atol=1e-6
+    )
     np.testing.assert_array_equal(raw.numpy(), images.astype(np.float32))
 
 
@@ -152,8 +157,11 @@ def test_tfds_holdout_is_disjoint_sized_stable_and_reads_only_its_records(
     held, train = split_per_class(source, 0.25, seed=2)
     assert held.num_examples == 10 and train.num_examples == 30
     epochs = [
-        image_keys(image for x, _ in multi_view_dataset(held, [None], 4, seed=0, epochs=e + 1, initial_epoch=e)
-                   for image in x[0].numpy())
+        image_keys(
+            image
+            for x, _ in multi_view_dataset(held, [None], 4, seed=0, epochs=e + 1, initial_epoch=e)
+            for image in x[0].numpy()
+        )
         for e in (0, 1)
     ]
     # 10 consecutive records span at most 3 files: at most 4 skipped records before them.

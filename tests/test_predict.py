@@ -10,18 +10,33 @@ import numpy as np
 import PIL.Image
 import pytest
 import tensorflow as tf
+from test_export import CLASSES, REPO_ROOT, colour_patches, normalized
 
 import okdph_keras
 from okdph_keras import export, predict
 from okdph_keras.data.views import eval_transform
 from okdph_keras.models import small_cnn
-from test_export import CLASSES, REPO_ROOT, colour_patches, normalized
 
 # What `okdph_keras` exported when its __init__ imported everything (before it became lazy).
 PACKAGE_NAMES = (
-    "callbacks", "data", "hybrid", "losses", "models", "step", "train", "Fusion", "Config",
-    "default_views", "reference_config", "load_source", "make_view", "multi_view_dataset",
-    "convex_combination", "sample_coefficients", "OKDPH", "get_model",
+    "callbacks",
+    "data",
+    "hybrid",
+    "losses",
+    "models",
+    "step",
+    "train",
+    "Fusion",
+    "Config",
+    "default_views",
+    "reference_config",
+    "load_source",
+    "make_view",
+    "multi_view_dataset",
+    "convex_combination",
+    "sample_coefficients",
+    "OKDPH",
+    "get_model",
 )
 
 
@@ -40,8 +55,14 @@ def exported(tmp_path_factory):
     student.save(str(root / "student.keras"))
     test = colour_patches(10, seed=11)
     metadata = export.export_student(
-        root / "student.keras", root / "export", variants=["float32", "int8"], normalization="cifar10",
-        style="cifar", representative_data=images, held_out=test, class_names=CLASSES,
+        root / "student.keras",
+        root / "export",
+        variants=["float32", "int8"],
+        normalization="cifar10",
+        style="cifar",
+        representative_data=images,
+        held_out=test,
+        class_names=CLASSES,
     )
     assert metadata["held_out"]["keras_accuracy"] >= 0.9, "the tiny student did not learn its task"
     return root / "export"
@@ -75,7 +96,10 @@ def top1_lines(output, paths):
 def run_cli(*args):
     return subprocess.run(
         [sys.executable, "-m", "okdph_keras.predict", *map(str, args)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -85,7 +109,7 @@ def test_cli_prints_the_expected_classes(exported, image_files, capsys):
     assert result.returncode == 0, result.stderr[-3000:]
     assert top1_lines(result.stdout, paths) == expected
     first = result.stdout.splitlines()
-    block = first[first.index(paths[0]) + 1:first.index(paths[0]) + 3]
+    block = first[first.index(paths[0]) + 1 : first.index(paths[0]) + 3]
     assert len(block) == 2 and block[1].strip().startswith("2.")
     probabilities = [float(line.split()[-1]) for line in block]
     assert probabilities[0] >= probabilities[1] and 0.0 <= sum(probabilities) <= 1.0 + 1e-6
@@ -106,10 +130,14 @@ def test_every_model_form_predicts_alike(exported, image_files, tmp_path):
     reference = predict.predict_files(forms["export"], paths, top_k=3)
     assert [pairs[0][0] for pairs in reference] == expected
     for name, model in forms.items():
-        assert model.class_names == CLASSES and model.style == "cifar" and model.image_size == 16, name
+        assert model.class_names == CLASSES and model.style == "cifar" and model.image_size == 16, (
+            name
+        )
         results = predict.predict_files(model, paths, top_k=3)
         assert [pairs[0][0] for pairs in results] == expected, name
-        assert all(sum(p for _, p in pairs) == pytest.approx(1.0, abs=0.02) for pairs in results), name
+        assert all(sum(p for _, p in pairs) == pytest.approx(1.0, abs=0.02) for pairs in results), (
+            name
+        )
 
     lone = tmp_path / "lone.tflite"  # no metadata.json beside it: numbered classes, plain resize
     shutil.copy(exported / "model_float32.tflite", lone)
@@ -131,7 +159,9 @@ def test_bad_inputs_give_clear_errors(exported, image_files, tmp_path, capsys):
         return capsys.readouterr().err
 
     assert f"Could not decode image file {broken}" in fails(exported, paths[0], broken)
-    assert f"Image file {tmp_path / 'missing.png'} does not exist" in fails(exported, tmp_path / "missing.png")
+    assert f"Image file {tmp_path / 'missing.png'} does not exist" in fails(
+        exported, tmp_path / "missing.png"
+    )
     assert "does not exist" in fails(tmp_path / "no_model", paths[0])
     (tmp_path / "empty").mkdir()
     assert "holds no model" in fails(tmp_path / "empty", paths[0])
@@ -156,7 +186,9 @@ def test_every_name_of_the_package_imports_lazily():
         assert getattr(okdph_keras, name) is namespace[name], name
     namespace = {}
     exec("from okdph_keras import *", namespace)  # noqa: S102
-    assert set(okdph_keras.__all__) <= set(namespace) and set(okdph_keras.__all__) <= set(dir(okdph_keras))
+    assert set(okdph_keras.__all__) <= set(namespace) and set(okdph_keras.__all__) <= set(
+        dir(okdph_keras)
+    )
     assert okdph_keras.config.Config is okdph_keras.Config and okdph_keras.export.VARIANTS
     with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
         okdph_keras.no_such_name  # noqa: B018
@@ -173,7 +205,9 @@ assert heavy() == [], f"import okdph_keras.predict loaded {{heavy()}}"
 predict.main([{str(exported / "model_float32.tflite")!r}, *{pngs!r}])
 assert heavy() == [], f"predicting PNGs with a .tflite model loaded {{heavy()}}"
 """
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert top1_lines(result.stdout, pngs) == [expected[paths.index(path)] for path in pngs]
 
@@ -191,12 +225,24 @@ def tensorflow_transform(image, size, style):
 def test_the_numpy_transform_matches_eval_transform(style):
     rng = np.random.default_rng(0)
     differing = total = 0
-    for shape, size in [((16, 16, 3), 16), ((32, 32, 3), 16), ((17, 23, 3), 16), ((7, 9, 1), 16),
-                        ((61, 40, 3), 32), ((300, 200, 3), 224), ((250, 333, 1), 56), ((1, 5, 3), 4)]:
+    for shape, size in [
+        ((16, 16, 3), 16),
+        ((32, 32, 3), 16),
+        ((17, 23, 3), 16),
+        ((7, 9, 1), 16),
+        ((61, 40, 3), 32),
+        ((300, 200, 3), 224),
+        ((250, 333, 1), 56),
+        ((1, 5, 3), 4),
+    ]:
         image = rng.integers(0, 256, shape, dtype=np.uint8)
         expected = tensorflow_transform(image, size, style)
         actual = predict.transform_image(image, size, style)
-        assert actual.dtype == np.uint8 and actual.shape == expected.shape == (size, size, shape[-1])
+        assert actual.dtype == np.uint8 and actual.shape == expected.shape == (
+            size,
+            size,
+            shape[-1],
+        )
         difference = np.abs(actual.astype(int) - expected)
         assert difference.max() <= 1, f"{shape} -> {size}, style {style}: off by {difference.max()}"
         differing += np.count_nonzero(difference)
@@ -208,11 +254,19 @@ def image_file(folder, kind, rng):
     """A square image file of `kind` and its path."""
     if kind == "png16_grey":  # Pillow cannot write 16-bit PNGs from numpy
         path = folder / "grey16.png"
-        tf.io.write_file(str(path), tf.io.encode_png(rng.integers(0, 65536, (24, 24, 1), dtype=np.uint16)))
+        tf.io.write_file(
+            str(path), tf.io.encode_png(rng.integers(0, 65536, (24, 24, 1), dtype=np.uint16))
+        )
         return path
-    mode, file_format = {"png": ("RGB", "PNG"), "png_grey": ("L", "PNG"), "png_rgba": ("RGBA", "PNG"),
-                         "png_palette": ("P", "PNG"), "jpeg": ("RGB", "JPEG"), "bmp": ("RGB", "BMP"),
-                         "gif": ("RGB", "GIF")}[kind]
+    mode, file_format = {
+        "png": ("RGB", "PNG"),
+        "png_grey": ("L", "PNG"),
+        "png_rgba": ("RGBA", "PNG"),
+        "png_palette": ("P", "PNG"),
+        "jpeg": ("RGB", "JPEG"),
+        "bmp": ("RGB", "BMP"),
+        "gif": ("RGB", "GIF"),
+    }[kind]
     channels = {"L": 1, "RGBA": 4}.get(mode, 3)
     pixels = rng.integers(0, 256, (24, 24, channels), dtype=np.uint8)
     image = PIL.Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels)
@@ -228,10 +282,15 @@ def image_file(folder, kind, rng):
 )
 def test_image_files_give_the_pixels_tensorflow_decodes(kind, tmp_path):
     path = str(image_file(tmp_path, kind, np.random.default_rng(1)))
-    for channels in (3, 1) if kind.startswith(("png", "jpeg")) else (3,):  # TF reads BMP, GIF in colour only
-        decoded = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False).numpy()
+    for channels in (
+        (3, 1) if kind.startswith(("png", "jpeg")) else (3,)
+    ):  # TF reads BMP, GIF in colour only
+        decoded = tf.io.decode_image(
+            tf.io.read_file(path), channels=channels, expand_animations=False
+        ).numpy()
         # At the image's own size, the cifar transform only converts: the decoded pixels.
         np.testing.assert_array_equal(predict.load_image(path, 24, channels, "cifar"), decoded)
-        difference = predict.load_image(path, 16, channels, "imagenet").astype(int) - tensorflow_transform(
-            decoded, 16, "imagenet")
+        difference = predict.load_image(path, 16, channels, "imagenet").astype(
+            int
+        ) - tensorflow_transform(decoded, 16, "imagenet")
         assert np.abs(difference).max() <= 1, kind

@@ -31,7 +31,11 @@ def test_quickstart_runs_and_saves_the_best_student(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     accuracies = results["test_accuracy"]
     assert set(accuracies) == {
-        "independent", "okdph_student_0", "okdph_student_1", "okdph_hwm", "okdph_ensemble"
+        "independent",
+        "okdph_student_0",
+        "okdph_student_1",
+        "okdph_hwm",
+        "okdph_ensemble",
     }
     for name, value in accuracies.items():
         assert 0.0 <= value <= 1.0, (name, value)

@@ -10,7 +10,6 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from cifar_fixtures import prepare_fake_cifar
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -43,15 +42,23 @@ def image_tree(tmp_path_factory):
 
 def recipe_command(recipe, tmp_path, *flags):
     return [
-        sys.executable, "-m", f"recipes.{recipe}", "--smoke",
-        f"--output_dir={tmp_path / 'runs'}", f"--saved_models_dir={tmp_path / 'saved'}", *flags,
+        sys.executable,
+        "-m",
+        f"recipes.{recipe}",
+        "--smoke",
+        f"--output_dir={tmp_path / 'runs'}",
+        f"--saved_models_dir={tmp_path / 'saved'}",
+        *flags,
     ]
 
 
 def run_recipe(recipe, tmp_path, *flags):
     completed = subprocess.run(
-        recipe_command(recipe, tmp_path, *flags), cwd=REPO_ROOT, capture_output=True,
-        text=True, timeout=TIMEOUT_S,
+        recipe_command(recipe, tmp_path, *flags),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
     return completed.stdout
@@ -77,7 +84,9 @@ def check_run_directory(tmp_path, run_name, num_students, epochs=2):
     assert all(0.0 <= v <= 1.0 for v in results["final_test_accuracy"].values())
     assert results["epochs"] == epochs
     validation = results["final_validation_accuracy"]
-    assert results["best_student"] == max(range(num_students), key=lambda m: validation[f"student_{m}"])
+    assert results["best_student"] == max(
+        range(num_students), key=lambda m: validation[f"student_{m}"]
+    )
 
     student = tmp_path / "saved" / run_name / "student.keras"
     import keras  # noqa: PLC0415
@@ -106,7 +115,9 @@ def test_cifar10_recipe_smoke(tmp_path, tfds_dir):
 def test_cifar100_recipe_smoke_four_students(tmp_path, tfds_dir):
     run_recipe("cifar100", tmp_path, f"--data_dir={tfds_dir}", "--model=small_cnn", "--students=4")
     check_run_directory(tmp_path, "cifar100_small_cnn_m4_seed42_smoke", 4)
-    config = json.loads((tmp_path / "runs/cifar100_small_cnn_m4_seed42_smoke/config.json").read_text())
+    config = json.loads(
+        (tmp_path / "runs/cifar100_small_cnn_m4_seed42_smoke/config.json").read_text()
+    )
     assert config["views"] == ["hflip", "cutout", "randaugment", "autoaugment", "none"]
     # The reference table for CIFAR-100: omega 1.0 for resnet32 only; small_cnn gets the paper's defaults.
     assert (config["omega"], config["fusion_unit"]) == (0.8, "epoch")
@@ -114,21 +125,32 @@ def test_cifar100_recipe_smoke_four_students(tmp_path, tfds_dir):
 
 def test_imagenet_recipe_smoke_on_an_image_tree(tmp_path, image_tree):
     # small_cnn: resnet18 is built and checked in test_models.
-    run_recipe("imagenet", tmp_path, f"--data_dir={image_tree}", "--image_size=32", "--model=small_cnn")
+    run_recipe(
+        "imagenet", tmp_path, f"--data_dir={image_tree}", "--image_size=32", "--model=small_cnn"
+    )
     check_run_directory(tmp_path, "imagenet2012_small_cnn_m2_seed42_smoke", 2)
 
 
 def test_image_folder_recipe_smoke_mirrored_on_two_cpu_replicas(tmp_path, image_tree):
     out = run_recipe(
-        "image_folder", tmp_path, f"--data_dir={image_tree}", "--model=small_cnn",
-        "--style=cifar", "--image_size=16", "--hybrid=dirichlet", "--strategy=mirrored",
-        "--cpu_replicas=2", "--sync_bn",
+        "image_folder",
+        tmp_path,
+        f"--data_dir={image_tree}",
+        "--model=small_cnn",
+        "--style=cifar",
+        "--image_size=16",
+        "--hybrid=dirichlet",
+        "--strategy=mirrored",
+        "--cpu_replicas=2",
+        "--sync_bn",
     )
     assert "Strategy: MirroredStrategy, 2 replica(s)." in out
     results = check_run_directory(tmp_path, "image_folder_small_cnn_m2_seed42_smoke", 2)
     # Over 2 replicas the 9 test images split into batches of 8 and 1 (one replica empty).
     check_hwm_test_figures(results, tmp_path / "runs/image_folder_small_cnn_m2_seed42_smoke", 9)
-    config = json.loads((tmp_path / "runs/image_folder_small_cnn_m2_seed42_smoke/config.json").read_text())
+    config = json.loads(
+        (tmp_path / "runs/image_folder_small_cnn_m2_seed42_smoke/config.json").read_text()
+    )
     assert config["sync_bn"] is True
     # The exported student is plain Keras: it loads without okdph_keras and gives the trained logits.
     images = np.random.default_rng(0).normal(size=(4, 16, 16, 3)).astype(np.float32)
@@ -140,10 +162,17 @@ def test_image_folder_recipe_smoke_mirrored_on_two_cpu_replicas(tmp_path, image_
         "assert not [m for m in sys.modules if m.startswith('okdph_keras')]; "
         f"np.save({str(tmp_path / 'logits.npy')!r}, model.predict(np.load({str(tmp_path / 'images.npy')!r}), verbose=0))"
     )
-    completed = subprocess.run([sys.executable, "-c", load], cwd=tmp_path, capture_output=True, text=True,
-                               timeout=TIMEOUT_S)
+    completed = subprocess.run(
+        [sys.executable, "-c", load],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    trained = checkpoint_model(tmp_path / "runs/image_folder_small_cnn_m2_seed42_smoke").students[results["best_student"]]
+    trained = checkpoint_model(tmp_path / "runs/image_folder_small_cnn_m2_seed42_smoke").students[
+        results["best_student"]
+    ]
     expected = np.asarray(trained(images, training=False))
     np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), expected, rtol=1e-5, atol=1e-5)
 
@@ -164,7 +193,9 @@ def check_hwm_test_figures(results, run_dir, num_test):
     correct = total = 0
     losses = []
     for images, labels in test:
-        hwm_logits = keras.ops.convert_to_numpy(model(images, training=False))[:, -1].astype(np.float64)
+        hwm_logits = keras.ops.convert_to_numpy(model(images, training=False))[:, -1].astype(
+            np.float64
+        )
         labels = labels.numpy()
         correct += int(np.sum(np.argmax(hwm_logits, axis=-1) == labels))
         total += len(labels)
@@ -193,11 +224,18 @@ def final_weights(run_root, run_name):
 
 def test_a_killed_run_resumes_from_its_last_epoch(tmp_path, tfds_dir):
     # Enough epochs that the kill lands mid-run however fast the machine is.
-    flags = (f"--data_dir={tfds_dir}", "--model=small_cnn", "--epochs=6", "--views=hflip,cutout,none",
-             "--deterministic")
+    flags = (
+        f"--data_dir={tfds_dir}",
+        "--model=small_cnn",
+        "--epochs=6",
+        "--views=hflip,cutout,none",
+        "--deterministic",
+    )
     process = subprocess.Popen(
-        recipe_command("cifar10", tmp_path, *flags), cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        recipe_command("cifar10", tmp_path, *flags),
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     state_path = tmp_path / "runs/cifar10_small_cnn_m2_seed42_smoke/state.json"
     try:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
-
 from cifar_fixtures import CIFAR10_CLASSES, fake_download, prepare_fake_cifar, write_fake_cifar
+
 from okdph_keras.data import sources
 from okdph_keras.data.sources import Source, from_arrays, limit_per_class, load_source
 
@@ -31,14 +31,17 @@ def as_multiset(images, labels):
 def tfds_dir(tmp_path_factory):
     """A TFDS data_dir with fake CIFAR-10 and CIFAR-100 prepared in it."""
     data_dir = tmp_path_factory.mktemp("tfds")
-    written = {name: prepare_fake_cifar(data_dir, name, num_train=12, num_test=6, seed=i)
-               for i, name in enumerate(["cifar10", "cifar100"])}
+    written = {
+        name: prepare_fake_cifar(data_dir, name, num_train=12, num_test=6, seed=i)
+        for i, name in enumerate(["cifar10", "cifar100"])
+    }
     return data_dir, written
 
 
 @pytest.fixture
 def no_download(monkeypatch):
     """Fails the test if TFDS starts downloading."""
+
     def forbidden(*args, **kwargs):
         raise AssertionError("download_and_prepare must not be called")
 
@@ -56,12 +59,18 @@ def test_tfds_cifar_gives_the_written_pixels_and_labels(tfds_dir, name, split):
     source = load_source(name, split, data_dir=data_dir)
 
     assert source.num_examples == len(labels)
-    assert source.num_classes == len(written[name]["class_names"]) == (10 if name == "cifar10" else 100)
+    assert (
+        source.num_classes
+        == len(written[name]["class_names"])
+        == (10 if name == "cifar10" else 100)
+    )
     assert source.class_names == written[name]["class_names"]
     assert source.image_shape == (32, 32, 3)
     assert source.origin == f"tfds:{name} ({split}) in {data_dir / name / '3.0.2'}"
     assert source.dataset.element_spec == (
-        tf.TensorSpec((32, 32, 3), tf.uint8), tf.TensorSpec((), tf.int64))
+        tf.TensorSpec((32, 32, 3), tf.uint8),
+        tf.TensorSpec((), tf.int64),
+    )
     got_images, got_labels = examples(source)
     assert as_multiset(got_images, got_labels) == as_multiset(images, labels)
     again_images, again_labels = examples(source)  # fixed order
@@ -77,10 +86,12 @@ class FakeValidationOnly(tfds.core.GeneratorBasedBuilder):
     def _info(self):
         return tfds.core.DatasetInfo(
             builder=self,
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3)),
-                "label": tfds.features.ClassLabel(names=["x", "y"]),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(None, None, 3)),
+                    "label": tfds.features.ClassLabel(names=["x", "y"]),
+                }
+            ),
             supervised_keys=("image", "label"),
         )
 
@@ -124,8 +135,11 @@ def test_tfds_limit_per_class_picks_written_examples(tfds_dir):
 def test_absent_dataset_is_downloaded_when_a_host_answers(tmp_path, monkeypatch):
     written = write_fake_cifar(tmp_path / "raw", "cifar10", num_train=5, num_test=3)
     connected = []
-    monkeypatch.setattr(socket, "create_connection",
-                        lambda address, timeout: connected.append(address) or socket.socket())
+    monkeypatch.setattr(
+        socket,
+        "create_connection",
+        lambda address, timeout: connected.append(address) or socket.socket(),
+    )
     with fake_download(tmp_path / "raw"):
         source = load_source("cifar10", "test", data_dir=tmp_path / "tfds")
     assert ("www.cs.toronto.edu", 443) in connected
@@ -133,7 +147,9 @@ def test_absent_dataset_is_downloaded_when_a_host_answers(tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("network", ["refused", "hangs"])
-def test_absent_dataset_offline_fails_fast_naming_data_dir(tmp_path, monkeypatch, no_download, network):
+def test_absent_dataset_offline_fails_fast_naming_data_dir(
+    tmp_path, monkeypatch, no_download, network
+):
     def offline(address, timeout):
         if network == "hangs":  # like a DNS lookup that never returns
             time.sleep(60)
@@ -145,7 +161,12 @@ def test_absent_dataset_offline_fails_fast_naming_data_dir(tmp_path, monkeypatch
         load_source("cifar10", "train", data_dir=tmp_path)
     assert time.monotonic() - start < (1 if network == "refused" else 10)
     message = str(error.value)
-    for part in [str(tmp_path / "cifar10" / "3.0.2"), "www.cs.toronto.edu", "--data_dir", "image_folder"]:
+    for part in [
+        str(tmp_path / "cifar10" / "3.0.2"),
+        "www.cs.toronto.edu",
+        "--data_dir",
+        "image_folder",
+    ]:
         assert part in message
 
 
@@ -159,8 +180,12 @@ def test_imagenet_asks_for_manual_download(tmp_path, no_download):
     with pytest.raises(FileNotFoundError, match="manual download") as error:
         load_source("imagenet2012", "train", data_dir=tmp_path)
     message = str(error.value)
-    for part in [str(tmp_path / "downloads" / "manual"), "ILSVRC2012_img_train.tar",
-                 str(tmp_path / "imagenet2012"), "image_folder"]:
+    for part in [
+        str(tmp_path / "downloads" / "manual"),
+        "ILSVRC2012_img_train.tar",
+        str(tmp_path / "imagenet2012"),
+        "image_folder",
+    ]:
         assert part in message
 
 
@@ -215,7 +240,9 @@ def test_image_folder_loads_sorted_classes_and_files(tmp_path):
     assert source.image_shape == (8, 8, 3)
     assert source.origin == f"image folder {tmp_path / 'train'}"
     assert source.dataset.element_spec == (
-        tf.TensorSpec((8, 8, 3), tf.uint8), tf.TensorSpec((), tf.int64))
+        tf.TensorSpec((8, 8, 3), tf.uint8),
+        tf.TensorSpec((), tf.int64),
+    )
     images, labels = examples(source)
     np.testing.assert_array_equal(labels, [0, 0, 0, 1, 1, 2])
     # sorted by class, then file name: cat/x.JPEG cat/y.jpg cat/z.png dog/a.PNG dog/b.png emu/c.png
@@ -275,12 +302,14 @@ def corrupt_tree(tmp_path, bad_name, bad_bytes):
 @pytest.mark.parametrize("kind", ["garbage", "truncated", "empty"])
 def test_corrupt_image_is_named_when_decoded(tmp_path, monkeypatch, bad_name, kind):
     monkeypatch.setattr(sources, "SHAPE_PROBES", 1)  # probe a/0.png only
-    good = (tmp_path / "ok.png")
+    good = tmp_path / "ok.png"
     write_image(good, np.zeros((8, 8, 3), np.uint8))
     bad_bytes = {"garbage": b"<html>404</html>", "truncated": good.read_bytes()[:40], "empty": b""}
     path = corrupt_tree(tmp_path, bad_name, bad_bytes[kind])
     source = load_source("image_folder", "train", data_dir=tmp_path)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="Could not read or decode image file") as error:
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match="Could not read or decode image file"
+    ) as error:
         examples(source)
     assert path in str(error.value)
 
@@ -314,21 +343,28 @@ def test_from_arrays_converts_to_uint8():
     got, labels = examples(source)
     np.testing.assert_array_equal(np.stack(got), np.rint(images).astype(np.uint8))
     np.testing.assert_array_equal(labels, [1, 0])
-    assert from_arrays(np.zeros((1, 4, 4, 1), np.int64), [2], ["x", "y", "z"]).class_names == ("x", "y", "z")
+    assert from_arrays(np.zeros((1, 4, 4, 1), np.int64), [2], ["x", "y", "z"]).class_names == (
+        "x",
+        "y",
+        "z",
+    )
 
 
-@pytest.mark.parametrize("images, labels, class_names, message", [
-    (np.zeros((2, 4, 4), np.uint8), [0, 1], None, r"\[N, H, W, C\]; got shape \(2, 4, 4\)"),
-    (np.zeros((0, 4, 4, 3), np.uint8), [], None, "non-empty"),
-    (np.zeros((2, 4, 4, 3), np.uint8), [0, 1, 1], None, r"shape \(2,\) to match .* got \(3,\)"),
-    (np.zeros((2, 4, 4, 3), np.uint8), [0.0, 1.0], None, "labels must be integers"),
-    (np.zeros((2, 4, 4, 3), np.uint8), [0, 2], ["a", "b"], r"\[0, 2\).*labels\[1\] = 2"),
-    (np.zeros((2, 4, 4, 3), np.uint8), [0, -1], None, r"labels\[1\] = -1"),
-    (np.full((2, 4, 4, 3), 256.0), [0, 1], None, r"\[0, 255\]; got values in \[256.0, 256.0\]"),
-    (np.full((2, 4, 4, 3), np.nan), [0, 1], None, "values in"),
-    (np.full((2, 4, 4, 3), 0.5), [0, 1], None, "scaled to"),
-    (np.zeros((2, 4, 4, 3), bool), [0, 1], None, "dtype bool"),
-])
+@pytest.mark.parametrize(
+    "images, labels, class_names, message",
+    [
+        (np.zeros((2, 4, 4), np.uint8), [0, 1], None, r"\[N, H, W, C\]; got shape \(2, 4, 4\)"),
+        (np.zeros((0, 4, 4, 3), np.uint8), [], None, "non-empty"),
+        (np.zeros((2, 4, 4, 3), np.uint8), [0, 1, 1], None, r"shape \(2,\) to match .* got \(3,\)"),
+        (np.zeros((2, 4, 4, 3), np.uint8), [0.0, 1.0], None, "labels must be integers"),
+        (np.zeros((2, 4, 4, 3), np.uint8), [0, 2], ["a", "b"], r"\[0, 2\).*labels\[1\] = 2"),
+        (np.zeros((2, 4, 4, 3), np.uint8), [0, -1], None, r"labels\[1\] = -1"),
+        (np.full((2, 4, 4, 3), 256.0), [0, 1], None, r"\[0, 255\]; got values in \[256.0, 256.0\]"),
+        (np.full((2, 4, 4, 3), np.nan), [0, 1], None, "values in"),
+        (np.full((2, 4, 4, 3), 0.5), [0, 1], None, "scaled to"),
+        (np.zeros((2, 4, 4, 3), bool), [0, 1], None, "dtype bool"),
+    ],
+)
 def test_from_arrays_rejects_bad_input(images, labels, class_names, message):
     with pytest.raises(ValueError, match=message):
         from_arrays(images, labels, class_names)
@@ -364,7 +400,9 @@ def test_limit_per_class_counts_seed_and_order():
     assert np.array_equal(kept_indices(limit_per_class(source, 0.1, seed=0))[0], indices)
     assert not np.array_equal(kept_indices(limit_per_class(source, 0.1, seed=1))[0], indices)
     np.testing.assert_array_equal(  # a subset of a subset
-        np.bincount(kept_indices(limit_per_class(subset, 0.5, seed=0))[1], minlength=5), [2, 2, 2, 1, 0])
+        np.bincount(kept_indices(limit_per_class(subset, 0.5, seed=0))[1], minlength=5),
+        [2, 2, 2, 1, 0],
+    )
     assert limit_per_class(source, 1.0, seed=0).num_examples == 91
 
 
@@ -395,8 +433,11 @@ def test_limit_per_class_on_image_folder_decodes_picked_files_only(tmp_path, mon
         outcomes.add("decoded")
         np.testing.assert_array_equal(labels, [0, 1])
         for image, folder in zip(images, "ab"):
-            assert any(np.array_equal(image, pixels) for path, pixels in written.items()
-                       if f"/train/{folder}/" in path)
+            assert any(
+                np.array_equal(image, pixels)
+                for path, pixels in written.items()
+                if f"/train/{folder}/" in path
+            )
     assert outcomes == {"decoded", "picked the corrupt file"}
 
 

@@ -4,7 +4,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from helpers import (
     combine,
     log_softmax,
@@ -13,6 +12,7 @@ from helpers import (
     randomize,
     tiny_student,
 )
+
 from okdph_keras import OKDPH, step
 
 LOSS_OPTIONS = dict(omega=0.8, beta=0.8, temperature=4.0)
@@ -94,7 +94,13 @@ def test_hwm_gradient_is_r_m_times_the_gradient_at_theta_h(num, rng, batch):
             )
 
     no_gradient, _ = step.compute_gradients(
-        students, views, labels, tf.constant(r), omega=0.0, beta=0.0, temperature=4.0,
+        students,
+        views,
+        labels,
+        tf.constant(r),
+        omega=0.0,
+        beta=0.0,
+        temperature=4.0,
         hwm_gradient=False,
     )
     for g in no_gradient:
@@ -172,15 +178,15 @@ def test_ensemble_target_carries_no_gradient(rng, batch):
     options = dict(omega=1.0, beta=1.0, temperature=4.0)  # the HWM's CE has weight 0
     gradients, outputs = step.compute_gradients(students, view_list, labels, r, **options)
 
-    z_e = (
-        sum(z.numpy() for z in outputs.student_logits) + outputs.hwm_logits.numpy()
-    ) / 3
+    z_e = (sum(z.numpy() for z in outputs.student_logits) + outputs.hwm_logits.numpy()) / 3
     target = tf.constant(np.exp(log_softmax(z_e / 4.0)))
     per_student = len(students[0].trainable_variables)
     for m, student in enumerate(students):
         with tf.GradientTape() as tape:
             logits = student(view_list[m], training=True)
-            ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype="float64")(labels, logits)
+            ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype="float64")(
+                labels, logits
+            )
             log_q = tf.nn.log_softmax(logits / 4.0)
             kd = 16.0 * tf.reduce_mean(tf.reduce_sum(target * (tf.math.log(target) - log_q), -1))
             loss = ce + kd
@@ -208,8 +214,10 @@ def np_baseline_losses(objective, logits, labels, beta, tau):
     if objective == "independent":
         kd = [0.0] * len(logits)
     elif objective == "dml":
-        kd = [np.mean([np_distillation(logits[k], z, tau) for k in range(len(logits)) if k != m])
-              for m, z in enumerate(logits)]
+        kd = [
+            np.mean([np_distillation(logits[k], z, tau) for k in range(len(logits)) if k != m])
+            for m, z in enumerate(logits)
+        ]
     else:  # kdcl: the students' mean logits
         teacher = np.mean(logits, axis=0)
         kd = [np_distillation(teacher, z, tau) for z in logits]
@@ -221,8 +229,17 @@ def test_baseline_objectives_match_numpy_and_skip_the_hwm(objective, rng, batch)
     images, labels, _ = batch
     students = make_students(3, rng)
     views = [images, images[:, ::-1], images[:, :, ::-1], images]
-    outputs = step.forward(students, views, labels, tf.constant([1 / 3] * 3), objective=objective,
-                           training=True, omega=0.3, beta=0.7, temperature=3.0)
+    outputs = step.forward(
+        students,
+        views,
+        labels,
+        tf.constant([1 / 3] * 3),
+        objective=objective,
+        training=True,
+        omega=0.3,
+        beta=0.7,
+        temperature=3.0,
+    )
     logits = [s(v, training=True).numpy().astype("float64") for s, v in zip(students, views)]
     ce, kd, total = np_baseline_losses(objective, logits, labels, beta=0.7, tau=3.0)
     assert outputs.hwm_logits is None and outputs.hwm_ce is None
@@ -230,11 +247,24 @@ def test_baseline_objectives_match_numpy_and_skip_the_hwm(objective, rng, batch)
     np.testing.assert_allclose([float(k) for k in outputs.kd], kd, rtol=1e-4, atol=1e-7)
     assert float(outputs.total) == pytest.approx(total, rel=1e-5)
 
-    evaluation = step.forward(students, views, labels, tf.constant([1 / 3] * 3), objective=objective,
-                              training=False, omega=0.3, beta=0.7, temperature=3.0)
+    evaluation = step.forward(
+        students,
+        views,
+        labels,
+        tf.constant([1 / 3] * 3),
+        objective=objective,
+        training=False,
+        omega=0.3,
+        beta=0.7,
+        temperature=3.0,
+    )
     reference = hybrid_reference(students, [1 / 3] * 3)
-    np.testing.assert_allclose(evaluation.hwm_logits.numpy(), reference(images, training=False).numpy(),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        evaluation.hwm_logits.numpy(),
+        reference(images, training=False).numpy(),
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("objective", ["dml", "kdcl"])
@@ -242,8 +272,16 @@ def test_baseline_teachers_carry_no_gradient(objective, rng, batch):
     images, labels, _ = batch
     students = make_students(2, rng, dtype="float64")
     views = [images.astype("float64"), images[:, ::-1].astype("float64"), images.astype("float64")]
-    gradients, _ = step.compute_gradients(students, views, labels, tf.constant([0.5, 0.5], tf.float64),
-                                          objective=objective, omega=1.0, beta=0.5, temperature=2.0)
+    gradients, _ = step.compute_gradients(
+        students,
+        views,
+        labels,
+        tf.constant([0.5, 0.5], tf.float64),
+        objective=objective,
+        omega=1.0,
+        beta=0.5,
+        temperature=2.0,
+    )
     # Student 0's gradient: its own CE plus beta * d/dz0 of its own KD term only.
     student = students[0]
     other = tf.constant(students[1](views[1], training=True).numpy())
@@ -270,25 +308,38 @@ def test_sharpness_aware_step_perturbs_each_student_as_if_alone(rng, batch):
     views = [images.astype("float64")] * 3
     rho = 0.1
     gradients, _ = step.compute_gradients(
-        students, views, labels, tf.constant([0.5, 0.5], tf.float64), objective="independent",
-        sharpness={"rho": rho, "adaptive": False}, omega=1.0, beta=0.0, temperature=1.0)
+        students,
+        views,
+        labels,
+        tf.constant([0.5, 0.5], tf.float64),
+        objective="independent",
+        sharpness={"rho": rho, "adaptive": False},
+        omega=1.0,
+        beta=0.0,
+        temperature=1.0,
+    )
     offset = 0
     for student in students:
         # numpy-side SAM for this student alone, on a separate copy of it.
         copy = tiny_student(dtype="float64")
         copy.set_weights(student.get_weights())
+
         def gradient_at(weights):
             for variable, value in zip(copy.trainable_variables, weights):
                 variable.assign(value)
             with tf.GradientTape() as tape:
-                loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                    labels, copy(views[0], training=True)))
+                loss = tf.reduce_mean(
+                    tf.nn.sparse_softmax_cross_entropy_with_logits(
+                        labels, copy(views[0], training=True)
+                    )
+                )
             return [g.numpy() for g in tape.gradient(loss, copy.trainable_variables)]
+
         weights = [v.numpy() for v in copy.trainable_variables]
         g = gradient_at(weights)
         norm = np.sqrt(sum(np.sum(x**2) for x in g))
         expected = gradient_at([w + rho * x / norm for w, x in zip(weights, g)])
-        for got, want in zip(gradients[offset: offset + len(expected)], expected):
+        for got, want in zip(gradients[offset : offset + len(expected)], expected):
             np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=1e-9)
         offset += len(expected)
         # The students' weights are back exactly where they were.

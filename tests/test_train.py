@@ -18,15 +18,24 @@ from okdph_keras.data import from_arrays
 
 def config_for(tmp_path, **overrides):
     values = dict(
-        dataset="cifar10", model="small_cnn", views=("hflip", "hflip", "none"), style="cifar",
-        image_size=8, normalization=((0.5,), (0.5,)), run_name="unit", output_dir=str(tmp_path),
+        dataset="cifar10",
+        model="small_cnn",
+        views=("hflip", "hflip", "none"),
+        style="cifar",
+        image_size=8,
+        normalization=((0.5,), (0.5,)),
+        run_name="unit",
+        output_dir=str(tmp_path),
         saved_models_dir=str(tmp_path / "saved"),
     )
     return Config(**{**values, **overrides})
 
 
 def examples(source):
-    pairs = [(int(image[0, 0, 0]) + 256 * int(image[0, 1, 0]), int(label)) for image, label in source.dataset]
+    pairs = [
+        (int(image[0, 0, 0]) + 256 * int(image[0, 1, 0]), int(label))
+        for image, label in source.dataset
+    ]
     return pairs
 
 
@@ -40,7 +49,9 @@ def labelled_arrays(monkeypatch):
     images = np.zeros((len(labels), 8, 8, 1), np.uint8)
     images[:, 0, 0, 0], images[:, 0, 1, 0] = index % 256, index // 256
     splits = {"train": from_arrays(images, labels), "test": from_arrays(images[:20], labels[:20])}
-    monkeypatch.setattr(train.sources, "load_source", lambda dataset, split, data_dir=None: splits[split])
+    monkeypatch.setattr(
+        train.sources, "load_source", lambda dataset, split, data_dir=None: splits[split]
+    )
     return labels, counts
 
 
@@ -62,7 +73,9 @@ def test_validation_split_is_held_out_per_class_and_seeded(tmp_path, labelled_ar
 
 
 def test_limited_data_comes_from_what_validation_leaves(tmp_path, labelled_arrays):
-    data = train.load_sources(config_for(tmp_path, validation_fraction=0.1, data_fraction=0.5, seed=0))
+    data = train.load_sources(
+        config_for(tmp_path, validation_fraction=0.1, data_fraction=0.5, seed=0)
+    )
     held = {i for i, _ in examples(data.validation)}
     kept = examples(data.train)
     assert not held & {i for i, _ in kept}
@@ -96,14 +109,18 @@ def history(validation, test):
 
 def test_best_student_is_chosen_on_validation_never_on_test(tmp_path):
     config = config_for(tmp_path)
-    results = train.summarize(config, history(validation=(0.6, 0.5, 0.6, 0.6), test=(0.7, 0.9, 0.8, 0.8)), 1.0)
+    results = train.summarize(
+        config, history(validation=(0.6, 0.5, 0.6, 0.6), test=(0.7, 0.9, 0.8, 0.8)), 1.0
+    )
     assert results["best_student"] == 0
     assert results["final_test_accuracy"]["student_1"] == 0.9
     assert results["final_validation_accuracy"]["student_0"] == 0.6
     assert results["students_mean_final_test_accuracy"] == pytest.approx(0.8)
     assert "validation split" in results["best_student_selected_by"]
 
-    flipped = train.summarize(config, history(validation=(0.5, 0.6, 0.6, 0.6), test=(0.9, 0.7, 0.8, 0.8)), 1.0)
+    flipped = train.summarize(
+        config, history(validation=(0.5, 0.6, 0.6, 0.6), test=(0.9, 0.7, 0.8, 0.8)), 1.0
+    )
     assert flipped["best_student"] == 1
 
 
@@ -121,8 +138,14 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path
                 kernel = self.model.students[1].trainable_variables[0]
                 kernel.assign(np.full(kernel.shape, np.nan, np.float32))
 
-    config = config_for(tmp_path, epochs=3, batch_size=64, validation_fraction=0.1, image_size=8,
-                        views=("none", "none", "none"))
+    config = config_for(
+        tmp_path,
+        epochs=3,
+        batch_size=64,
+        validation_fraction=0.1,
+        image_size=8,
+        views=("none", "none", "none"),
+    )
     with pytest.raises(FloatingPointError) as error:
         train.run(config, callbacks=[PoisonAfterFirstEpoch()])
     run_dir = tmp_path / "unit"
@@ -138,9 +161,15 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path
 
 @pytest.mark.parametrize(
     "method, objective, sam_rho",
-    [("okdph", "okdph", 0.0), ("independent", "independent", 0.0), ("dml", "dml", 0.0),
-     ("kdcl", "kdcl", 0.0), ("sam", "independent", 0.05), ("swa", "independent", 0.0),
-     ("ema", "independent", 0.0)],
+    [
+        ("okdph", "okdph", 0.0),
+        ("independent", "independent", 0.0),
+        ("dml", "dml", 0.0),
+        ("kdcl", "kdcl", 0.0),
+        ("sam", "independent", 0.05),
+        ("swa", "independent", 0.0),
+        ("ema", "independent", 0.0),
+    ],
 )
 def test_each_method_builds_its_model_optimizer_and_callbacks(tmp_path, method, objective, sam_rho):
     config = config_for(tmp_path, method=method, epochs=8, swa_start=0.75)
@@ -162,13 +191,18 @@ class RecordStudents(keras.callbacks.Callback):
         self.epochs = []
 
     def on_epoch_end(self, epoch, logs=None):
-        self.epochs.append([[v.numpy() for v in s.trainable_variables] for s in self.model.students])
+        self.epochs.append(
+            [[v.numpy() for v in s.trainable_variables] for s in self.model.students]
+        )
 
 
 def numpy_average(record, start_epoch):
     """Per student, the equal-weight mean of the recorded epochs from `start_epoch` on."""
     epochs = record.epochs[start_epoch:]
-    return [[np.mean(arrays, axis=0) for arrays in zip(*(e[m] for e in epochs))] for m in range(len(epochs[0]))]
+    return [
+        [np.mean(arrays, axis=0) for arrays in zip(*(e[m] for e in epochs))]
+        for m in range(len(epochs[0]))
+    ]
 
 
 def assert_weights(model, expected):
@@ -180,11 +214,19 @@ def assert_weights(model, expected):
 
 def swa_config(tmp_path):
     # swa_start 0.3 of 3 epochs: epochs 1 and 2 (0-based) are averaged.
-    return config_for(tmp_path, method="swa", epochs=3, batch_size=64, swa_start=0.3,
-                      views=("none", "none", "none"))
+    return config_for(
+        tmp_path,
+        method="swa",
+        epochs=3,
+        batch_size=64,
+        swa_start=0.3,
+        views=("none", "none", "none"),
+    )
 
 
-def test_averaging_methods_leave_checkpoint_and_results_on_the_averaged_weights(tmp_path, labelled_arrays):
+def test_averaging_methods_leave_checkpoint_and_results_on_the_averaged_weights(
+    tmp_path, labelled_arrays
+):
     config = swa_config(tmp_path)
     record = RecordStudents()
     results = train.run(config, callbacks=[record])
@@ -194,12 +236,18 @@ def test_averaging_methods_leave_checkpoint_and_results_on_the_averaged_weights(
     average = numpy_average(record, start_epoch=1)
     for student, expected in zip(model.students, average):
         assert_weights(student, expected)
-    assert_weights(keras.saving.load_model(results["exported_student"]), average[results["best_student"]])
+    assert_weights(
+        keras.saving.load_model(results["exported_student"]), average[results["best_student"]]
+    )
     data = train.load_sources(config)
     _, _, test = train.make_datasets(config, data)
     figures = model.evaluate(test, verbose=0, return_dict=True)
-    assert results["final_test_accuracy"]["student_0"] == pytest.approx(figures["student_0_accuracy"])
-    assert state["history"]["test_student_0_ce"][-1] == pytest.approx(figures["student_0_ce"], rel=1e-5)
+    assert results["final_test_accuracy"]["student_0"] == pytest.approx(
+        figures["student_0_accuracy"]
+    )
+    assert state["history"]["test_student_0_ce"][-1] == pytest.approx(
+        figures["student_0_ce"], rel=1e-5
+    )
 
 
 def test_a_kill_before_the_averaged_checkpoint_is_written_reruns_into_the_average(
@@ -207,6 +255,7 @@ def test_a_kill_before_the_averaged_checkpoint_is_written_reruns_into_the_averag
 ):
     config = swa_config(tmp_path)
     record = RecordStudents()
+
     def killed(self, logs, averaged=False):
         raise SystemExit("killed after SWA's on_train_end, before the averaged checkpoint")
 
@@ -223,8 +272,12 @@ def test_a_kill_before_the_averaged_checkpoint_is_written_reruns_into_the_averag
     assert results["epochs"] == 3
     average = numpy_average(record, start_epoch=1)
     last = record.epochs[-1][results["best_student"]]
-    assert not np.allclose(last[0], average[results["best_student"]][0])  # the average is not the last epoch
-    assert_weights(keras.saving.load_model(results["exported_student"]), average[results["best_student"]])
+    assert not np.allclose(
+        last[0], average[results["best_student"]][0]
+    )  # the average is not the last epoch
+    assert_weights(
+        keras.saving.load_model(results["exported_student"]), average[results["best_student"]]
+    )
     state = checkpointing.load_state(run_dir)
     assert state["averaged"] is True
     model = keras.saving.load_model(run_dir / state["checkpoint"])
@@ -236,15 +289,22 @@ def test_a_kill_before_the_averaged_checkpoint_is_written_reruns_into_the_averag
     straight = train.run(swa_config(tmp_path / "straight"))
     assert straight["final_test_accuracy"] == results["final_test_accuracy"]
     straight_state = checkpointing.load_state(tmp_path / "straight" / "unit")
-    uninterrupted = keras.saving.load_model(tmp_path / "straight" / "unit" / straight_state["checkpoint"])
+    uninterrupted = keras.saving.load_model(
+        tmp_path / "straight" / "unit" / straight_state["checkpoint"]
+    )
     assert len(model.variables) == len(uninterrupted.variables)
     for a, b in zip(model.variables, uninterrupted.variables):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.path)
 
 
 def test_an_export_of_another_run_directory_is_refused_before_training(tmp_path, labelled_arrays):
-    first = config_for(tmp_path / "a", epochs=1, batch_size=64, saved_models_dir=str(tmp_path / "saved"),
-                       views=("none", "none", "none"))
+    first = config_for(
+        tmp_path / "a",
+        epochs=1,
+        batch_size=64,
+        saved_models_dir=str(tmp_path / "saved"),
+        views=("none", "none", "none"),
+    )
     train.run(first)
     exported = tmp_path / "saved" / "unit"
     first_dir = os.path.realpath(tmp_path / "a" / "unit")
@@ -253,9 +313,11 @@ def test_an_export_of_another_run_directory_is_refused_before_training(tmp_path,
 
     # The default run name under another output_dir: refused, naming both run directories.
     second = dataclasses.replace(first, output_dir=str(tmp_path / "b"))
-    pattern = (f"{re.escape(str(exported))} holds the student exported by {re.escape(first_dir)}; this run "
-               rf"\({re.escape(os.path.realpath(tmp_path / 'b' / 'unit'))}\) would overwrite it\. "
-               "Pass another --run_name or --saved_models_dir")
+    pattern = (
+        f"{re.escape(str(exported))} holds the student exported by {re.escape(first_dir)}; this run "
+        rf"\({re.escape(os.path.realpath(tmp_path / 'b' / 'unit'))}\) would overwrite it\. "
+        "Pass another --run_name or --saved_models_dir"
+    )
     with pytest.raises(ValueError, match=pattern):
         train.run(second)
     assert not (tmp_path / "b").exists()
@@ -270,7 +332,10 @@ def test_an_export_of_another_run_directory_is_refused_before_training(tmp_path,
     # A student without origin.json is someone else's too.
     (exported / "origin.json").unlink()
     (tmp_path / "a" / "unit" / "results.json").unlink()
-    with pytest.raises(ValueError, match=r"holds the student exported by an unknown run \(there is no origin\.json\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"holds the student exported by an unknown run \(there is no origin\.json\)",
+    ):
         train.run(first)
 
 
@@ -279,6 +344,8 @@ def test_a_run_directory_of_another_config_is_refused_before_anything_runs(tmp_p
     (tmp_path / "unit").mkdir()
     (tmp_path / "unit" / "config.json").write_text(json.dumps(config.to_json_dict()))
     changed = dataclasses.replace(config, views=("hflip", "cutout", "none"))
-    with pytest.raises(ValueError, match=r"holds a run with another configuration \(it differs in \['views'\]\)"):
+    with pytest.raises(
+        ValueError, match=r"holds a run with another configuration \(it differs in \['views'\]\)"
+    ):
         train.run(changed)
     assert sorted(p.name for p in (tmp_path / "unit").iterdir()) == ["config.json"]

@@ -6,7 +6,13 @@ import tensorflow as tf
 
 from okdph_keras.data import autoaugment as aa
 from okdph_keras.data.views import (
-    DEFAULT_VIEWS, NORMALIZATION, VIEW_NAMES, eval_transform, make_view, normalize)
+    DEFAULT_VIEWS,
+    NORMALIZATION,
+    VIEW_NAMES,
+    eval_transform,
+    make_view,
+    normalize,
+)
 
 BATCH = 16
 
@@ -72,7 +78,8 @@ def test_imagenet_view_shapes_range_and_change(name, rng):
 def test_views_work_inside_tf_data(rng):
     sources = [rng.integers(0, 256, size=(18 + i, 20, 3)).astype("uint8") for i in range(6)]
     data = tf.data.Dataset.from_generator(
-        lambda: iter(sources), output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+        lambda: iter(sources), output_signature=tf.TensorSpec([None, None, 3], tf.uint8)
+    )
     for name in ("hflip+rot", "cutout", "randaugment", "autoaugment"):
         view = make_view(name, "imagenet", image_size=8, seed=1)
         batches = data.map(view.crop, num_parallel_calls=2).batch(3, drop_remainder=True)
@@ -98,7 +105,7 @@ def test_cifar_crop_is_a_window_of_the_zero_padded_image(images):
     padded = np.pad(images[0], [(4, 4), (4, 4), (0, 0)]).astype("float32")
     for _ in range(5):
         crop = view.crop(images[0]).numpy()
-        windows = [padded[i:i + 16, j:j + 16] for i in range(9) for j in range(9)]
+        windows = [padded[i : i + 16, j : j + 16] for i in range(9) for j in range(9)]
         assert any(np.array_equal(crop, w) for w in windows)
 
 
@@ -116,8 +123,9 @@ def test_cutout_zeroes_one_square_of_half_the_image_side(rng):
         height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
         assert zero[..., 0].sum() == height * width and height <= side and width <= side
         rest = ~zero
-        assert (np.array_equal(o[rest], original[rest])
-                or np.array_equal(o[rest], original[:, ::-1][rest]))
+        assert np.array_equal(o[rest], original[rest]) or np.array_equal(
+            o[rest], original[:, ::-1][rest]
+        )
         inside += height == side and width == side
     assert inside > 5  # some holes fully inside: exactly side x side
 
@@ -164,7 +172,8 @@ def test_normalize_matches_numpy(rng):
     x = float_batch(rng)
     mean, std = NORMALIZATION["cifar100"]
     np.testing.assert_allclose(
-        normalize(x, mean, std).numpy(), (x / 255 - np.array(mean)) / np.array(std), atol=1e-5)
+        normalize(x, mean, std).numpy(), (x / 255 - np.array(mean)) / np.array(std), atol=1e-5
+    )
 
 
 def test_default_views_are_known():
@@ -206,8 +215,9 @@ def test_imagenet_policy_table():
 
 def test_magnitude_bins_follow_torchvision():
     assert [aa.magnitude("Posterize", i, 10) for i in range(10)] == [8, 8, 7, 7, 6, 6, 5, 5, 4, 4]
-    np.testing.assert_allclose([aa.magnitude("Solarize", i, 10) for i in range(10)],
-                               np.linspace(255, 0, 10))
+    np.testing.assert_allclose(
+        [aa.magnitude("Solarize", i, 10) for i in range(10)], np.linspace(255, 0, 10)
+    )
     # RandAugment default, bin 9 of 31.
     assert aa.magnitude("Rotate", 9, 31) == pytest.approx(9.0)
     assert aa.magnitude("ShearX", 9, 31) == pytest.approx(0.09)
@@ -221,11 +231,13 @@ def test_pixel_ops_match_closed_forms(rng):
     np.testing.assert_array_equal(run_op("Invert", x, 0), 255 - x)
     np.testing.assert_array_equal(run_op("Solarize", x, 113.3), np.where(x >= 113.3, 255 - x, x))
     np.testing.assert_array_equal(
-        run_op("Posterize", x, 5), (x.astype("uint8") & 0b11111000).astype("float32"))
+        run_op("Posterize", x, 5), (x.astype("uint8") & 0b11111000).astype("float32")
+    )
     for m in (0.6, -0.8):
         np.testing.assert_allclose(run_op("Brightness", x, m), blend(0, x, 1 + m), atol=1e-3)
         np.testing.assert_allclose(
-            run_op("Color", x, m), blend(gray(x)[..., None], x, 1 + m), atol=1e-3)
+            run_op("Color", x, m), blend(gray(x)[..., None], x, 1 + m), atol=1e-3
+        )
         mean = gray(x).mean(axis=(1, 2))[:, None, None, None]
         np.testing.assert_allclose(run_op("Contrast", x, m), blend(mean, x, 1 + m), atol=1e-3)
 
@@ -236,7 +248,7 @@ def test_sharpness_blends_with_pils_smooth_filter(rng):
     smooth = x.copy()
     for i in range(1, 15):
         for j in range(1, 15):
-            smooth[:, i, j] = np.einsum("bhwc,hw->bc", x[:, i - 1:i + 2, j - 1:j + 2], kernel)
+            smooth[:, i, j] = np.einsum("bhwc,hw->bc", x[:, i - 1 : i + 2, j - 1 : j + 2], kernel)
     np.testing.assert_allclose(run_op("Sharpness", x, 0.7), blend(smooth, x, 1.7), atol=1e-3)
 
 
@@ -256,8 +268,9 @@ def test_autocontrast_and_equalize_match_pil_algorithms(rng):
         lut = (np.concatenate([[0], np.cumsum(histogram)[:-1]]) + step // 2) // step
         return np.minimum(lut, 255)[channel.astype(int)]
 
-    expected = np.stack([np.stack([equalize_channel(image[..., c]) for c in range(3)], -1)
-                         for image in x])
+    expected = np.stack(
+        [np.stack([equalize_channel(image[..., c]) for c in range(3)], -1) for image in x]
+    )
     np.testing.assert_array_equal(run_op("Equalize", x, 0), expected)
 
 
@@ -304,7 +317,9 @@ def ops_refusing_empty_batches(monkeypatch):
 
     monkeypatch.setattr(aa, "_OPS", {name: refusing(op) for name, op in aa._OPS.items()})
     # A fresh trace, so that the patched ops are the ones in the graph.
-    monkeypatch.setattr(aa, "_grouped_ops", tf.function(aa._grouped_ops.python_function, autograph=False))
+    monkeypatch.setattr(
+        aa, "_grouped_ops", tf.function(aa._grouped_ops.python_function, autograph=False)
+    )
 
 
 @pytest.mark.parametrize("augment", [aa.auto_augment, aa.rand_augment])

@@ -62,7 +62,9 @@ def load_origin(source):
         )
     checkpoint = os.path.join(path, state["checkpoint"])
     if not os.path.isfile(checkpoint):
-        raise ValueError(f"Run directory {source} names the checkpoint {checkpoint}, which is missing.")
+        raise ValueError(
+            f"Run directory {source} names the checkpoint {checkpoint}, which is missing."
+        )
     config = Config.from_json_dict(checkpointing.load_json(config_path))
     return Origin(path, _load_keras(checkpoint), config)
 
@@ -81,7 +83,9 @@ def select_network(model, network):
     """`(name, keras.Model)` for a student index (`"0"`, `"1"`, ...) or `"hwm"`."""
     if network == "hwm":
         if not isinstance(model, OKDPH):
-            raise ValueError(f"--network hwm needs an OKDPH model; this is a {type(model).__name__}.")
+            raise ValueError(
+                f"--network hwm needs an OKDPH model; this is a {type(model).__name__}."
+            )
         return "hwm", model.hwm
     students = model.students if isinstance(model, OKDPH) else [model]
     try:
@@ -113,7 +117,9 @@ def load_data(origin, split="test", data_path=None, batch_size=256, max_examples
         images, labels = images[:max_examples], labels[:max_examples]
         description = f"{len(images)} examples from {data_path}"
         if images.dtype != np.uint8:
-            return tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size), description
+            return tf.data.Dataset.from_tensor_slices((images, labels)).batch(
+                batch_size
+            ), description
         if config is None:
             pairs = (images.astype(np.float32), labels)
             return tf.data.Dataset.from_tensor_slices(pairs).batch(batch_size), description
@@ -149,7 +155,9 @@ def _read_npz(path):
     if len(images) != len(labels) or len(images) == 0:
         raise ValueError(f"--data {path}: {len(images)} images but {len(labels)} labels.")
     if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"--data {path}: labels must be integer class indices; got {labels.dtype}.")
+        raise ValueError(
+            f"--data {path}: labels must be integer class indices; got {labels.dtype}."
+        )
     return images, labels.astype(np.int64)
 
 
@@ -182,17 +190,29 @@ def run_interpolate(args, origin, data):
     (_, student_a), (_, student_b) = (select_network(model, str(index)) for index in (a, b))
     print(f"Line from student {a} to student {b}:")
     line = interpolation.interpolate(
-        student_a, student_b, data, np.linspace(0.0, 1.0, args.steps + 1), batch_size=args.batch_size,
+        student_a,
+        student_b,
+        data,
+        np.linspace(0.0, 1.0, args.steps + 1),
+        batch_size=args.batch_size,
         verbose=True,
     )
     print(f"Path from student {a} through the HWM to student {b}:")
     through = interpolation.interpolate_through(
-        [student_a, model.hwm, student_b], data, args.steps, batch_size=args.batch_size, verbose=True
+        [student_a, model.hwm, student_b],
+        data,
+        args.steps,
+        batch_size=args.batch_size,
+        verbose=True,
     )
     stem = os.path.join(args.output, f"interpolation_student_{a}_student_{b}")
     arrays = dict(
-        line_alphas=line.positions, line_loss=line.loss, line_accuracy=line.accuracy,
-        path_positions=through.positions, path_loss=through.loss, path_accuracy=through.accuracy,
+        line_alphas=line.positions,
+        line_loss=line.loss,
+        line_accuracy=line.accuracy,
+        path_positions=through.positions,
+        path_loss=through.loss,
+        path_accuracy=through.accuracy,
     )
     hwm = args.steps  # the HWM's index on the path
     summary = {
@@ -210,7 +230,8 @@ def run_interpolate(args, origin, data):
         stem + ".png",
         lambda path: plots.plot_interpolation(
             {f"line: student {a} -> {b}": line, f"path: student {a} -> HWM -> {b}": through},
-            path, title=os.path.basename(origin.path),
+            path,
+            title=os.path.basename(origin.path),
         ),
     )
     return stem, summary
@@ -220,13 +241,21 @@ def run_landscape(args, origin, data):
     """The 2-D loss landscape around one network; writes .npz and .png, returns (stem, summary)."""
     name, network = select_network(origin.model, args.network)
     grid = landscape.landscape_2d(
-        network, data, args.span, args.resolution, args.seed, batch_size=args.batch_size, verbose=True
+        network,
+        data,
+        args.span,
+        args.resolution,
+        args.seed,
+        batch_size=args.batch_size,
+        verbose=True,
     )
     stem = os.path.join(args.output, f"landscape_{name}")
     _write_npz(stem + ".npz", dataclasses.asdict(grid))
     checkpointing.write_atomically(
         stem + ".png",
-        lambda path: plots.plot_landscape(grid, path, title=f"{name}, {os.path.basename(origin.path)}"),
+        lambda path: plots.plot_landscape(
+            grid, path, title=f"{name}, {os.path.basename(origin.path)}"
+        ),
     )
     return stem, {
         "network": name,
@@ -247,16 +276,23 @@ def run_flatness(args, origin, data):
         result = sharpness.perturbation_sharpness(
             network, data, radius, args.samples, args.seed, batch_size=args.batch_size, verbose=True
         )
-        radii.append({
-            "radius": radius,
-            "base_loss": result.base_loss,
-            "mean_increase": result.mean_increase,
-            "max_increase": result.max_increase,
-            "increases": result.increases.tolist(),
-        })
+        radii.append(
+            {
+                "radius": radius,
+                "base_loss": result.base_loss,
+                "mean_increase": result.mean_increase,
+                "max_increase": result.max_increase,
+                "increases": result.increases.tolist(),
+            }
+        )
     top = hessian.top_hessian_eigenvalue(
-        network, data.take(args.hessian_batches), args.iterations, args.tolerance, args.seed,
-        batch_size=args.batch_size, verbose=True,
+        network,
+        data.take(args.hessian_batches),
+        args.iterations,
+        args.tolerance,
+        args.seed,
+        batch_size=args.batch_size,
+        verbose=True,
     )
     summary = {
         "network": name,
@@ -299,14 +335,19 @@ def build_parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("source", help="run directory, or .keras file of an OKDPH model")
     common.add_argument("--output", required=True, help="directory for the results (created)")
-    common.add_argument("--split", choices=SPLITS, default="test", help="the run's split (default test)")
     common.add_argument(
-        "--data", default=None,
+        "--split", choices=SPLITS, default="test", help="the run's split (default test)"
+    )
+    common.add_argument(
+        "--data",
+        default=None,
         help="an .npz with 'images' and 'labels' instead of the run's data (needed for a .keras "
         "file); float images are used as they are, uint8 ones preprocessed as the run's test images",
     )
     common.add_argument("--max_examples", type=COUNT, default=None, help="use the first N examples")
-    common.add_argument("--batch_size", type=COUNT, default=256, help="evaluation batch (default 256)")
+    common.add_argument(
+        "--batch_size", type=COUNT, default=256, help="evaluation batch (default 256)"
+    )
     network = dict(default="0", help="a student's index, or hwm (default 0)")
 
     parser = argparse.ArgumentParser(
@@ -315,7 +356,9 @@ def build_parser():
     )
     commands = parser.add_subparsers(dest="command", required=True)
     line = commands.add_parser(
-        "interpolate", parents=[common], help="loss on the line between two students and through the HWM"
+        "interpolate",
+        parents=[common],
+        help="loss on the line between two students and through the HWM",
     )
     line.add_argument("--students", type=INDEX, nargs=2, default=(0, 1), metavar=("A", "B"))
     line.add_argument("--steps", type=COUNT, default=10, help="intervals per segment (default 10)")
@@ -323,22 +366,41 @@ def build_parser():
         "landscape", parents=[common], help="2-D loss landscape along filter-normalised directions"
     )
     grid.add_argument("--network", **network)
-    grid.add_argument("--span", type=POSITIVE, default=1.0, help="the grid covers [-span, span] (default 1)")
-    grid.add_argument("--resolution", type=_at_least(int, 2), default=21, help="points per axis (default 21)")
+    grid.add_argument(
+        "--span", type=POSITIVE, default=1.0, help="the grid covers [-span, span] (default 1)"
+    )
+    grid.add_argument(
+        "--resolution", type=_at_least(int, 2), default=21, help="points per axis (default 21)"
+    )
     grid.add_argument("--seed", type=INDEX, default=0, help="seed of the directions (default 0)")
     flat = commands.add_parser(
-        "flatness", parents=[common], help="loss increase under random perturbations, top Hessian eigenvalue"
+        "flatness",
+        parents=[common],
+        help="loss increase under random perturbations, top Hessian eigenvalue",
     )
     flat.add_argument("--network", **network)
     flat.add_argument(
-        "--radius", type=POSITIVE, nargs="+", default=[0.01, 0.05],
+        "--radius",
+        type=POSITIVE,
+        nargs="+",
+        default=[0.01, 0.05],
         help="relative perturbation sizes rho (default 0.01 0.05)",
     )
-    flat.add_argument("--samples", type=COUNT, default=10, help="perturbations per radius (default 10)")
-    flat.add_argument("--seed", type=INDEX, default=0, help="seed of perturbations and start vector")
-    flat.add_argument("--iterations", type=COUNT, default=100, help="power iterations at most (default 100)")
-    flat.add_argument("--tolerance", type=POSITIVE, default=1e-3, help="relative tolerance (default 1e-3)")
-    flat.add_argument("--hessian_batches", type=COUNT, default=4, help="the Hessian's batches (default 4)")
+    flat.add_argument(
+        "--samples", type=COUNT, default=10, help="perturbations per radius (default 10)"
+    )
+    flat.add_argument(
+        "--seed", type=INDEX, default=0, help="seed of perturbations and start vector"
+    )
+    flat.add_argument(
+        "--iterations", type=COUNT, default=100, help="power iterations at most (default 100)"
+    )
+    flat.add_argument(
+        "--tolerance", type=POSITIVE, default=1e-3, help="relative tolerance (default 1e-3)"
+    )
+    flat.add_argument(
+        "--hessian_batches", type=COUNT, default=4, help="the Hessian's batches (default 4)"
+    )
     return parser
 
 
@@ -350,7 +412,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         origin = load_origin(args.source)
-        data, description = load_data(origin, args.split, args.data, args.batch_size, args.max_examples)
+        data, description = load_data(
+            origin, args.split, args.data, args.batch_size, args.max_examples
+        )
         stem, summary = COMMANDS[args.command](args, origin, data)
         summary = {"command": args.command, "source": origin.path, "data": description} | summary
         checkpointing.write_json_atomically(stem + ".json", summary)

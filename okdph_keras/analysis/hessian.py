@@ -91,11 +91,15 @@ def top_hessian_eigenvalue(
                     values[k] = weight
                 logits, _ = model.stateless_call(values, non_trainable, images, training=False)
                 loss = loss_fn(labels, logits)
-            gradients = inner.gradient(loss, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            gradients = inner.gradient(
+                loss, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO
+            )
             projection = tf.add_n(
                 [tf.reduce_sum(g * tf.cast(v, g.dtype)) for g, v in zip(gradients, vector)]
             )
-        return outer.gradient(projection, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return outer.gradient(
+            projection, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO
+        )
 
     weights = [trainable[k] for k in floating]
 

@@ -135,7 +135,9 @@ def _curve(positions, results):
 def _check_alphas(alphas):
     alphas = np.asarray(alphas, np.float64)
     if alphas.ndim != 1 or alphas.size == 0 or not np.all(np.isfinite(alphas)):
-        raise ValueError(f"alphas must be a non-empty 1-D sequence of finite numbers; got {alphas!r}.")
+        raise ValueError(
+            f"alphas must be a non-empty 1-D sequence of finite numbers; got {alphas!r}."
+        )
     return alphas
 
 

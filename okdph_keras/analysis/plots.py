@@ -21,11 +21,15 @@ def plot_interpolation(curves, path, title=""):
     """
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(11, 4))
     for label, curve in curves.items():
-        fraction = (curve.positions - curve.positions[0]) / (curve.positions[-1] - curve.positions[0])
+        fraction = (curve.positions - curve.positions[0]) / (
+            curve.positions[-1] - curve.positions[0]
+        )
         loss_axis.plot(fraction, curve.loss, marker=".", label=label)
         accuracy_axis.plot(fraction, curve.accuracy, marker=".", label=label)
     loss_axis.set(xlabel="fraction of the path (start to end)", ylabel="loss", title="loss")
-    accuracy_axis.set(xlabel="fraction of the path (start to end)", ylabel="accuracy", title="accuracy")
+    accuracy_axis.set(
+        xlabel="fraction of the path (start to end)", ylabel="accuracy", title="accuracy"
+    )
     for axis in (loss_axis, accuracy_axis):
         axis.grid(alpha=0.3)
         axis.legend(fontsize="small")

@@ -81,5 +81,9 @@ def perturbation_sharpness(
         perturbed = directions_lib.shift(trainable, [direction], [radius])
         increases[s] = evaluator(perturbed, non_trainable).loss - base_loss
         if verbose:
-            print(f"radius {radius:g}, perturbation {s + 1}/{samples}: loss increase {increases[s]:.5f}")
-    return Sharpness(radius, base_loss, increases, float(increases.mean()), float(increases.max()), seed)
+            print(
+                f"radius {radius:g}, perturbation {s + 1}/{samples}: loss increase {increases[s]:.5f}"
+            )
+    return Sharpness(
+        radius, base_loss, increases, float(increases.mean()), float(increases.max()), seed
+    )

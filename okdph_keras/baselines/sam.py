@@ -131,11 +131,7 @@ def _check_options(rho, adaptive, eta):
 
 
 def _is_real(value):
-    return (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @keras.saving.register_keras_serializable(package="okdph_keras")
@@ -238,7 +234,9 @@ class SAM(keras.Model):
             return tf.constant(True)
 
         distribute.when_not_empty(
-            self._weighted(data), evaluate_examples, lambda: tf.constant(False),
+            self._weighted(data),
+            evaluate_examples,
+            lambda: tf.constant(False),
             synchronized=self._synchronized,
         )
         return self.get_metrics_result()

@@ -4,7 +4,13 @@ Nothing here knows of models.
 """
 
 from okdph_keras.data.pipeline import eval_dataset, multi_view_dataset
-from okdph_keras.data.sources import Source, from_arrays, limit_per_class, load_source, split_per_class
+from okdph_keras.data.sources import (
+    Source,
+    from_arrays,
+    limit_per_class,
+    load_source,
+    split_per_class,
+)
 from okdph_keras.data.views import (
     DEFAULT_VIEWS,
     NORMALIZATION,

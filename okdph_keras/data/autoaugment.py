@@ -16,13 +16,34 @@ import numpy as np
 import tensorflow as tf
 
 OP_NAMES = (
-    "Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness",
-    "Color", "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize",
+    "Identity",
+    "ShearX",
+    "ShearY",
+    "TranslateX",
+    "TranslateY",
+    "Rotate",
+    "Brightness",
+    "Color",
+    "Contrast",
+    "Sharpness",
+    "Posterize",
+    "Solarize",
+    "AutoContrast",
+    "Equalize",
     "Invert",
 )
 # Ops whose magnitude torchvision negates with probability 1/2.
-SIGNED_OPS = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness",
-              "Color", "Contrast", "Sharpness")
+SIGNED_OPS = (
+    "ShearX",
+    "ShearY",
+    "TranslateX",
+    "TranslateY",
+    "Rotate",
+    "Brightness",
+    "Color",
+    "Contrast",
+    "Sharpness",
+)
 # RandAugment draws from every op but Invert.
 RANDAUGMENT_OPS = OP_NAMES[:-1]
 
@@ -113,8 +134,12 @@ def _affine(images, matrices):
     flat = tf.concat([linear[:, 0], offset[:, :1], linear[:, 1], offset[:, 1:]], axis=1)
     transforms = tf.pad(flat, [[0, 0], [0, 2]])
     return tf.raw_ops.ImageProjectiveTransformV3(
-        images=images, transforms=transforms, output_shape=tf.shape(images)[1:3],
-        fill_value=0.0, interpolation="NEAREST", fill_mode="CONSTANT",
+        images=images,
+        transforms=transforms,
+        output_shape=tf.shape(images)[1:3],
+        fill_value=0.0,
+        interpolation="NEAREST",
+        fill_mode="CONSTANT",
     )
 
 
@@ -178,8 +203,9 @@ def _equalize(images):
     """PIL's ImageOps.equalize, per image and channel (values floored to 0..255 bins)."""
     shape = tf.shape(images)
     channels = tf.transpose(images, [0, 3, 1, 2])  # [B, C, H, W]
-    values = tf.reshape(tf.cast(tf.clip_by_value(channels, 0.0, 255.0), tf.int32),
-                        [shape[0] * shape[3], -1])
+    values = tf.reshape(
+        tf.cast(tf.clip_by_value(channels, 0.0, 255.0), tf.int32), [shape[0] * shape[3], -1]
+    )
     histogram = tf.math.bincount(values, minlength=256, maxlength=256, axis=-1)
     last_count = tf.gather(histogram, tf.reduce_max(values, axis=1), batch_dims=1)
     step = (tf.shape(values)[1] - last_count) // 255  # pixels not in the top bin / 255
@@ -200,7 +226,8 @@ _OPS = {
     "Brightness": lambda x, m: _blend(tf.zeros_like(x), x, 1.0 + m),
     "Color": lambda x, m: _blend(_grayscale(x), x, 1.0 + m),
     "Contrast": lambda x, m: _blend(
-        tf.reduce_mean(_grayscale(x), axis=[1, 2, 3], keepdims=True), x, 1.0 + m),
+        tf.reduce_mean(_grayscale(x), axis=[1, 2, 3], keepdims=True), x, 1.0 + m
+    ),
     "Sharpness": _sharpness,
     "Posterize": _posterize,
     "Solarize": _solarize,
@@ -221,8 +248,9 @@ def _grouped_ops(images, op_ids, magnitudes):
     positions = tf.dynamic_partition(tf.range(tf.shape(images)[0]), op_ids, count)
     groups = tf.dynamic_partition(images, op_ids, count)
     group_magnitudes = tf.dynamic_partition(magnitudes, op_ids, count)
-    outputs = [_apply_if_any(name, group, m)
-               for name, group, m in zip(OP_NAMES, groups, group_magnitudes)]
+    outputs = [
+        _apply_if_any(name, group, m) for name, group, m in zip(OP_NAMES, groups, group_magnitudes)
+    ]
     return tf.dynamic_stitch(positions, outputs)
 
 
@@ -280,8 +308,9 @@ def auto_augment(images, seed):
     policy = tf.random.stateless_uniform([batch], seeds[0], 0, len(IMAGENET_POLICY), tf.int32)
     for slot in range(2):
         op_ids = tf.gather(_POLICY_OPS[:, slot], policy)
-        applied = (tf.random.stateless_uniform([batch], seeds[1 + 2 * slot])
-                   < tf.gather(_POLICY_PROBS[:, slot], policy))
+        applied = tf.random.stateless_uniform([batch], seeds[1 + 2 * slot]) < tf.gather(
+            _POLICY_PROBS[:, slot], policy
+        )
         op_ids = tf.where(applied, op_ids, OP_NAMES.index("Identity"))
         magnitudes = tf.gather(_POLICY_MAGNITUDES[:, slot], policy)
         magnitudes *= _signs(op_ids, seeds[2 + 2 * slot])
@@ -313,7 +342,8 @@ def rand_augment(images, seed, num_ops=2, level=9, num_bins=31):
     batch = tf.shape(images)[0]
     for i in range(num_ops):
         op_ids = tf.random.stateless_uniform(
-            [batch], seeds[2 * i], 0, len(RANDAUGMENT_OPS), tf.int32)
+            [batch], seeds[2 * i], 0, len(RANDAUGMENT_OPS), tf.int32
+        )
         magnitudes = tf.gather(table, op_ids) * _signs(op_ids, seeds[2 * i + 1])
         images = _apply_ops(images, op_ids, magnitudes)
     return images

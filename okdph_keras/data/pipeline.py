@@ -73,8 +73,10 @@ def _examples(data):
 
         parts = parts_of(data)
         if isinstance(parts.encoded, tuple):
-            return count(data.dataset), data.num_examples, _indexed_epochs(
-                parts.encoded, parts.decode, count
+            return (
+                count(data.dataset),
+                data.num_examples,
+                _indexed_epochs(parts.encoded, parts.decode, count),
             )
 
         def stream_epoch(shuffle, shuffle_seed):
@@ -97,8 +99,10 @@ def _examples(data):
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels.")
     examples = tf.data.Dataset.from_tensor_slices((images, labels))
-    return examples, len(images), _indexed_epochs(
-        (images, labels), lambda pairs: pairs, lambda dataset: dataset
+    return (
+        examples,
+        len(images),
+        _indexed_epochs((images, labels), lambda pairs: pairs, lambda dataset: dataset),
     )
 
 
@@ -127,10 +131,16 @@ def _check_batch_size(batch_size):
 def _check_finishing(examples, normalization, noise_mean, noise_std):
     """Fails unless `normalization` fits the images' channels and the noise is sane."""
     for name, value in (("noise_mean", noise_mean), ("noise_std", noise_std)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not math.isfinite(value)
+        ):
             raise ValueError(f"{name}={value!r} is not allowed; it must be a finite number.")
     if noise_std < 0:
-        raise ValueError(f"noise_std={noise_std!r} is not allowed; it must be a finite number >= 0.")
+        raise ValueError(
+            f"noise_std={noise_std!r} is not allowed; it must be a finite number >= 0."
+        )
     if normalization is None:
         return
     try:
@@ -312,7 +322,9 @@ def eval_dataset(
     dataset = dataset.batch(batch_size).enumerate()
     dataset = dataset.map(
         lambda index, batch: (
-            _finish(batch[0], normalization, noise_mean, noise_std, _stateless_seed(seed, 0, 0, index)),
+            _finish(
+                batch[0], normalization, noise_mean, noise_std, _stateless_seed(seed, 0, 0, index)
+            ),
             batch[1],
         ),
         num_parallel_calls=AUTOTUNE,

@@ -22,15 +22,24 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 KNOWN_TFDS_NAMES = (
-    "cifar10", "cifar100", "imagenet2012", "imagenette", "mnist", "fashion_mnist",
-    "svhn_cropped", "stl10", "oxford_flowers102", "food101",
+    "cifar10",
+    "cifar100",
+    "imagenet2012",
+    "imagenette",
+    "mnist",
+    "fashion_mnist",
+    "svhn_cropped",
+    "stl10",
+    "oxford_flowers102",
+    "food101",
 )
 CONNECT_TIMEOUT_S = 3.0
 RECORD_BUFFER_BYTES = 1 << 30  # TFDS: encoded records held by an epoch's shuffle buffer
@@ -219,13 +228,17 @@ class _TfdsRecords:
                 self.spec(), as_supervised=True, shuffle_files=False, decoders=skip_decoding
             )
         instructions = info.splits[self.spec()].file_instructions
-        files = tf.data.Dataset.from_tensor_slices((
-            [i.filename for i in instructions],
-            tf.constant([i.skip for i in instructions], tf.int64),
-            tf.constant([i.take for i in instructions], tf.int64),
-        ))
+        files = tf.data.Dataset.from_tensor_slices(
+            (
+                [i.filename for i in instructions],
+                tf.constant([i.skip for i in instructions], tf.int64),
+                tf.constant([i.take for i in instructions], tf.int64),
+            )
+        )
         if shuffle_seed is not None:
-            files = files.shuffle(len(instructions), seed=shuffle_seed, reshuffle_each_iteration=False)
+            files = files.shuffle(
+                len(instructions), seed=shuffle_seed, reshuffle_each_iteration=False
+            )
         records = files.interleave(
             lambda name, skip, take: tf.data.TFRecordDataset(name).skip(skip).take(take),
             cycle_length=min(16, len(instructions)),
@@ -339,8 +352,11 @@ def _load_image_folder(data_dir, split):
         raise FileNotFoundError(f"Image folder root {root} does not exist; {FOLDER_LAYOUT}.")
     train_dir = os.path.join(root, "train")
     test_dir = next(
-        (os.path.join(root, name) for name in ("test", "val", "validation")
-         if os.path.isdir(os.path.join(root, name))),
+        (
+            os.path.join(root, name)
+            for name in ("test", "val", "validation")
+            if os.path.isdir(os.path.join(root, name))
+        ),
         None,
     )
     split_dir, other_dir = (train_dir, test_dir) if split == "train" else (test_dir, train_dir)
@@ -363,7 +379,8 @@ def _load_image_folder(data_dir, split):
     for label, name in enumerate(class_names):
         with os.scandir(os.path.join(split_dir, name)) as entries:
             files = sorted(
-                entry.path for entry in entries
+                entry.path
+                for entry in entries
                 if entry.is_file()
                 and not entry.name.startswith(".")
                 and entry.name.lower().endswith(IMAGE_EXTENSIONS)
@@ -435,17 +452,26 @@ def _decode_files(examples, image_shape):
         path, image, label = example
         found = tf.debugging.Assert(
             tf.equal(path, expected_path),
-            ["Could not read or decode image file", expected_path,
-             "(missing, unreadable, corrupt, or not JPEG/PNG/BMP/GIF)."],
+            [
+                "Could not read or decode image file",
+                expected_path,
+                "(missing, unreadable, corrupt, or not JPEG/PNG/BMP/GIF).",
+            ],
         )
         with tf.control_dependencies([found]):
             if image_shape is None:
                 return tf.identity(image), label
             same = tf.debugging.Assert(
                 tf.reduce_all(tf.equal(tf.shape(image), image_shape)),
-                ["Image file", path, "has shape", tf.shape(image), "but this image folder's "
-                 f"image_shape is {image_shape} (the shape shared by the images probed "
-                 "when it was loaded): give all images one size."],
+                [
+                    "Image file",
+                    path,
+                    "has shape",
+                    tf.shape(image),
+                    "but this image folder's "
+                    f"image_shape is {image_shape} (the shape shared by the images probed "
+                    "when it was loaded): give all images one size.",
+                ],
             )
         with tf.control_dependencies([same]):
             return tf.ensure_shape(image, image_shape), label
@@ -511,9 +537,7 @@ def _to_uint8(images):
     if images.dtype == np.uint8:
         return images
     if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
-        raise ValueError(
-            f"images must be uint8, or numbers in [0, 255]; got dtype {images.dtype}."
-        )
+        raise ValueError(f"images must be uint8, or numbers in [0, 255]; got dtype {images.dtype}.")
     low, high = images.min(), images.max()
     if not (np.isfinite(low) and np.isfinite(high) and 0 <= low and high <= 255):
         raise ValueError(f"images must hold values in [0, 255]; got values in [{low}, {high}].")
@@ -587,12 +611,18 @@ def split_per_class(source, fraction, seed):
     if count == total:
         return part, None
     rest = parts.records.take(0, start)
-    rest = dataclasses.replace(rest, ranges=rest.ranges + parts.records.take(start + count, total).ranges)
+    rest = dataclasses.replace(
+        rest, ranges=rest.ranges + parts.records.take(start + count, total).ranges
+    )
     return part, _tfds_part(source, parts, rest, f"all but {description}")
 
 
 def _check_fraction(fraction):
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+    if (
+        isinstance(fraction, bool)
+        or not isinstance(fraction, (int, float))
+        or not 0 < fraction <= 1
+    ):
         raise ValueError(f"fraction must be in (0, 1]; got {fraction!r}.")
 
 

@@ -110,8 +110,7 @@ def _pad_crop(image, seed, size):
     return tf.ensure_shape(crop, [size, size, image.shape[-1]])
 
 
-def _random_resized_crop(image, seed, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
-                         attempts=10):
+def _random_resized_crop(image, seed, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), attempts=10):
     """torchvision's RandomResizedCrop: `attempts` tries, else a ratio-clamped centre crop."""
     image = _to_float(image)
     shape = tf.shape(image)
@@ -119,7 +118,8 @@ def _random_resized_crop(image, seed, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 /
     seeds = tf.random.experimental.stateless_split(seed, 3)
     area = height * width * tf.random.stateless_uniform([attempts], seeds[0], *scale)
     log_ratio = tf.random.stateless_uniform(
-        [attempts], seeds[1], math.log(ratio[0]), math.log(ratio[1]))
+        [attempts], seeds[1], math.log(ratio[0]), math.log(ratio[1])
+    )
     crop_w = tf.round(tf.sqrt(area * tf.exp(log_ratio)))
     crop_h = tf.round(tf.sqrt(area / tf.exp(log_ratio)))
     fits = (crop_w >= 1) & (crop_w <= width) & (crop_h >= 1) & (crop_h <= height)
@@ -130,7 +130,8 @@ def _random_resized_crop(image, seed, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 /
     crop_w = tf.where(found, crop_w[index], tf.minimum(width, tf.round(height * ratio[1])))
     free = tf.stack([height - crop_h, width - crop_w])
     offsets = tf.where(
-        found, tf.floor(tf.random.stateless_uniform([2], seeds[2]) * (free + 1)), free // 2)
+        found, tf.floor(tf.random.stateless_uniform([2], seeds[2]) * (free + 1)), free // 2
+    )
     offsets, crop_size = tf.cast(offsets, tf.int32), tf.cast(tf.stack([crop_h, crop_w]), tf.int32)
     crop = tf.slice(image, tf.concat([offsets, [0]], 0), tf.concat([crop_size, [-1]], 0))
     resized = tf.image.resize(crop, [size, size], "bilinear", antialias=True)
@@ -168,7 +169,7 @@ def _cutout(images, seed, side):
 
     def inside(axis_size, dim):
         positions = tf.range(axis_size)[None, :]
-        return (positions >= low[:, dim:dim + 1]) & (positions < high[:, dim:dim + 1])
+        return (positions >= low[:, dim : dim + 1]) & (positions < high[:, dim : dim + 1])
 
     hole = inside(shape[1], 0)[:, :, None] & inside(shape[2], 1)[:, None, :]
     return tf.where(hole[..., None], 0.0, images)
@@ -211,17 +212,28 @@ def make_view(name, style="cifar", image_size=None, seed=None):
         raise ValueError(f"Unknown view {name!r}; expected one of {VIEW_NAMES}.")
     size = image_size or _DEFAULT_SIZE[style]
     if style == "cifar":
-        crop = (functools.partial(_to_float_sized, size=size) if name == "none"
-                else functools.partial(_pad_crop, size=size))
+        crop = (
+            functools.partial(_to_float_sized, size=size)
+            if name == "none"
+            else functools.partial(_pad_crop, size=size)
+        )
         cutout_side = size // 2
     else:
-        crop = (eval_transform(style, size) if name == "none"
-                else functools.partial(_random_resized_crop, size=size))
+        crop = (
+            eval_transform(style, size)
+            if name == "none"
+            else functools.partial(_random_resized_crop, size=size)
+        )
         cutout_side = max(1, round(size * 32 / 224))
     if seed is None:
         seed = random.randrange(2**31)
-    return View(name, crop, name != "none", _view_steps(name, cutout_side),
-                [seed, zlib.crc32(name.encode())])
+    return View(
+        name,
+        crop,
+        name != "none",
+        _view_steps(name, cutout_side),
+        [seed, zlib.crc32(name.encode())],
+    )
 
 
 def eval_transform(style="cifar", image_size=None):

@@ -71,7 +71,9 @@ def export_student(
     output = atomic.prepare(output_dir, overwrite)
     loaded = origin.load(source)
     if os.path.commonpath([output, loaded.path]) in (output, loaded.path):
-        raise ValueError(f"The output {output} must not hold the source {loaded.path} or lie inside it.")
+        raise ValueError(
+            f"The output {output} must not hold the source {loaded.path} or lie inside it."
+        )
     resolved = settings.resolve(loaded, normalization, style, input_size)
 
     seed = loaded.config.seed if loaded.config else 0
@@ -84,7 +86,12 @@ def export_student(
         )
 
     selection, run_label, no_validation = None, None, False
-    if student is None and len(loaded.students) > 1 and selection_data is None and loaded.kind == "run":
+    if (
+        student is None
+        and len(loaded.students) > 1
+        and selection_data is None
+        and loaded.kind == "run"
+    ):
         selection_data = loaded.sources("choosing the student").validation
         no_validation = selection_data is None
         if no_validation:
@@ -93,7 +100,13 @@ def export_student(
             run_label = f"the run's validation split ({selection_data.origin})"
     if student is None and selection_data is not None:
         selection = samples.draw(
-            selection_data, resolved, "selection_data", True, samples.SELECTION_EXAMPLES, seed, run_label
+            selection_data,
+            resolved,
+            "selection_data",
+            True,
+            samples.SELECTION_EXAMPLES,
+            seed,
+            run_label,
         )
     index, selection_info = origin.choose_student(loaded, student, selection, resolved)
     if no_validation:
@@ -113,8 +126,13 @@ def export_student(
                 "uint8 [N, S, S, C] or a Source); pass it, or leave int8 out of variants."
             )
         representative = samples.draw(
-            representative_data, resolved, "representative_data", False,
-            samples.REPRESENTATIVE_EXAMPLES, seed + 1, run_label,
+            representative_data,
+            resolved,
+            "representative_data",
+            False,
+            samples.REPRESENTATIVE_EXAMPLES,
+            seed + 1,
+            run_label,
         )
     run_label = None
     if held_out is None and loaded.kind == "run":
@@ -134,7 +152,14 @@ def export_student(
     )
     with atomic.building(output, overwrite) as directory:
         return _build(
-            directory, loaded.students[index], resolved, variants, int8_io, representative, held_out, info
+            directory,
+            loaded.students[index],
+            resolved,
+            variants,
+            int8_io,
+            representative,
+            held_out,
+            info,
         )
 
 

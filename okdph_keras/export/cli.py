@@ -27,43 +27,83 @@ def main(argv=None):
         prog="python -m okdph_keras.export",
         description="Export one student of a run (or a .keras file) to a SavedModel and TFLite, verified.",
     )
-    parser.add_argument("source", help="run directory, or .keras file of an OKDPH model or a student")
-    parser.add_argument("--output", required=True, help="export directory to create")
-    parser.add_argument("--student", type=int, default=None, help="student index (default: the best on the selection data)")
     parser.add_argument(
-        "--variants", nargs="+", default=list(VARIANTS),
+        "source", help="run directory, or .keras file of an OKDPH model or a student"
+    )
+    parser.add_argument("--output", required=True, help="export directory to create")
+    parser.add_argument(
+        "--student",
+        type=int,
+        default=None,
+        help="student index (default: the best on the selection data)",
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(VARIANTS),
         help=f"TFLite variants, space- or comma-separated (default: {' '.join(VARIANTS)})",
     )
     parser.add_argument("--int8_io", action="store_true", help="int8 outputs for the int8 model")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
-    parser.add_argument("--max_held_out", type=int, default=None, help="verify on at most this many test images")
+    parser.add_argument(
+        "--max_held_out", type=int, default=None, help="verify on at most this many test images"
+    )
     group = parser.add_argument_group("for a .keras file (a run directory records these)")
-    group.add_argument("--normalization", type=_normalization_argument, default=None,
-                       help=f"{' | '.join(sorted(NORMALIZATION))} | MEAN,..:STD,..")
-    group.add_argument("--style", choices=STYLES, default=None, help="test-time transform (default: plain resize)")
-    group.add_argument("--image_size", type=int, default=None, help="input side (default: the model's)")
-    group.add_argument("--dataset", default=None,
-                       help="TFDS name or image_folder: its train split calibrates int8 and picks the student, "
-                       "its test split verifies")
+    group.add_argument(
+        "--normalization",
+        type=_normalization_argument,
+        default=None,
+        help=f"{' | '.join(sorted(NORMALIZATION))} | MEAN,..:STD,..",
+    )
+    group.add_argument(
+        "--style", choices=STYLES, default=None, help="test-time transform (default: plain resize)"
+    )
+    group.add_argument(
+        "--image_size", type=int, default=None, help="input side (default: the model's)"
+    )
+    group.add_argument(
+        "--dataset",
+        default=None,
+        help="TFDS name or image_folder: its train split calibrates int8 and picks the student, "
+        "its test split verifies",
+    )
     group.add_argument("--data_dir", default=None, help="TFDS data directory or image folder root")
     args = parser.parse_args(argv)
     variants = [v for item in args.variants for v in item.split(",") if v]
     data = {}
     try:
         if args.dataset:
-            train = sources_lib.load_source(args.dataset, "train", data_dir=args.data_dir, download=False)
-            test = sources_lib.load_source(args.dataset, "test", data_dir=args.data_dir, download=False)
-            data = dict(representative_data=train, selection_data=train, held_out=test,
-                        class_names=train.class_names)
+            train = sources_lib.load_source(
+                args.dataset, "train", data_dir=args.data_dir, download=False
+            )
+            test = sources_lib.load_source(
+                args.dataset, "test", data_dir=args.data_dir, download=False
+            )
+            data = dict(
+                representative_data=train,
+                selection_data=train,
+                held_out=test,
+                class_names=train.class_names,
+            )
         metadata = export_student(
-            args.source, args.output, student=args.student, variants=variants, int8_io=args.int8_io,
-            normalization=args.normalization, style=args.style, input_size=args.image_size,
-            max_held_out=args.max_held_out, overwrite=args.overwrite, **data,
+            args.source,
+            args.output,
+            student=args.student,
+            variants=variants,
+            int8_io=args.int8_io,
+            normalization=args.normalization,
+            style=args.style,
+            input_size=args.image_size,
+            max_held_out=args.max_held_out,
+            overwrite=args.overwrite,
+            **data,
         )
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
         parser.exit(1, f"error: {error}\n")
     source = metadata["source"]
-    print(f"Exported student {source['student']} of {source['path']} to {os.path.abspath(args.output)}")
+    print(
+        f"Exported student {source['student']} of {source['path']} to {os.path.abspath(args.output)}"
+    )
     if source["test_accuracy"] is not None:
         print(f"Source test accuracy of this student: {source['test_accuracy']:.4f}")
     print(format_table(metadata))

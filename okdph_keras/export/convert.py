@@ -50,7 +50,9 @@ def write_saved_model(model, settings, path):
 
 def to_tflite(saved_model, variant, representative, int8_io):
     """The TFLite flatbuffer of `variant` (bytes), converted from the SavedModel."""
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=["serving_default"])
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        saved_model, signature_keys=["serving_default"]
+    )
     if variant != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if variant == "float16":

@@ -64,13 +64,15 @@ def format_table(metadata):
     """The variants of an export's metadata as a text table."""
     rows = [("variant", "size", "accuracy", "agreement", "max |dlogit|")]
     for name, entry in metadata["variants"].items():
-        rows.append((
-            name,
-            f"{entry['size_bytes'] / 1e6:.3f} MB",
-            f"{entry['accuracy']:.4f}",
-            f"{entry['agreement']:.4f}",
-            f"{entry['max_abs_logit_difference']:.2e}",
-        ))
+        rows.append(
+            (
+                name,
+                f"{entry['size_bytes'] / 1e6:.3f} MB",
+                f"{entry['accuracy']:.4f}",
+                f"{entry['agreement']:.4f}",
+                f"{entry['max_abs_logit_difference']:.2e}",
+            )
+        )
     widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
     held_out = metadata["held_out"]

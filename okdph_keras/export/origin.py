@@ -54,10 +54,16 @@ def load(source):
     """The `Origin` of `source`, a run directory or a `.keras` file."""
     path = os.path.abspath(os.fspath(source))
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{source} does not exist: expected a run directory or a .keras file.")
+        raise FileNotFoundError(
+            f"{source} does not exist: expected a run directory or a .keras file."
+        )
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, "config.json")):
-            what = "an export, not a run" if os.path.isfile(os.path.join(path, METADATA_FILE)) else "no run"
+            what = (
+                "an export, not a run"
+                if os.path.isfile(os.path.join(path, METADATA_FILE))
+                else "no run"
+            )
             raise ValueError(
                 f"{source} holds {what}: expected a run directory (with config.json, "
                 "state.json and a checkpoint) or a .keras file."
@@ -71,10 +77,14 @@ def load(source):
             )
         checkpoint = os.path.join(path, state["checkpoint"])
         if not os.path.isfile(checkpoint):
-            raise ValueError(f"Run directory {source} names the checkpoint {checkpoint}, which is missing.")
+            raise ValueError(
+                f"Run directory {source} names the checkpoint {checkpoint}, which is missing."
+            )
         model = _load_keras(checkpoint)
         if not isinstance(model, OKDPH):
-            raise ValueError(f"The checkpoint {checkpoint} holds a {type(model).__name__}, not an OKDPH model.")
+            raise ValueError(
+                f"The checkpoint {checkpoint} holds a {type(model).__name__}, not an OKDPH model."
+            )
         results_path = os.path.join(path, "results.json")
         results = checkpointing.load_json(results_path) if os.path.isfile(results_path) else None
         if results is None:
@@ -98,7 +108,11 @@ def choose_student(origin, student, selection, settings):
     """(index, how it was chosen): `student`, else the best on the `selection` images."""
     count = len(origin.students)
     if student is not None:
-        if isinstance(student, bool) or not isinstance(student, (int, np.integer)) or not 0 <= student < count:
+        if (
+            isinstance(student, bool)
+            or not isinstance(student, (int, np.integer))
+            or not 0 <= student < count
+        ):
             raise ValueError(
                 f"student={student!r} is out of range: {origin.path} holds {count} "
                 f"student{'s' if count > 1 else ''} (indices 0 to {count - 1})."
@@ -137,8 +151,13 @@ def source_info(origin, index, source):
     }
     if origin.kind == "run":
         config = origin.config
-        info.update(run_name=config.run_name, dataset=config.dataset, model=config.model,
-                    epochs_done=origin.state["epochs_done"], epochs=config.epochs)
+        info.update(
+            run_name=config.run_name,
+            dataset=config.dataset,
+            model=config.model,
+            epochs_done=origin.state["epochs_done"],
+            epochs=config.epochs,
+        )
         if config.noise_std:
             info["note"] = (
                 f"the run added Gaussian noise (mean {config.noise_mean}, std {config.noise_std}) "

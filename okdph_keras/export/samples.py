@@ -43,7 +43,9 @@ def _from_source(source, settings, limit, seed, description):
         for images, labels in dataset.as_numpy_iterator():
             yield images.astype(np.uint8), labels.astype(np.int64)
 
-    return Images(batches, source.num_examples, f"{description}: {source.num_examples} images{sample}")
+    return Images(
+        batches, source.num_examples, f"{description}: {source.num_examples} images{sample}"
+    )
 
 
 def _from_arrays(value, settings, what, need_labels, limit, seed):
@@ -68,7 +70,9 @@ def _from_arrays(value, settings, what, need_labels, limit, seed):
     if images.dtype != np.uint8:
         low, high = float(images.min()), float(images.max())
         if not (np.isfinite(low) and np.isfinite(high) and low >= 0 and high <= 255):
-            raise ValueError(f"{what} must hold pixel values in [0, 255]; got values in [{low}, {high}].")
+            raise ValueError(
+                f"{what} must hold pixel values in [0, 255]; got values in [{low}, {high}]."
+            )
         images = np.rint(images).astype(np.uint8)
     if labels is not None:
         labels = np.asarray(labels)

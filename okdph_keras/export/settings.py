@@ -40,7 +40,9 @@ def _parse_normalization(value, channels):
     try:
         mean, std = (tuple(float(x) for x in part) for part in value)
     except (TypeError, ValueError):
-        raise ValueError(f"normalization must be a name or (mean, std) per channel; got {value!r}.") from None
+        raise ValueError(
+            f"normalization must be a name or (mean, std) per channel; got {value!r}."
+        ) from None
     if len(mean) != len(std) or len(mean) not in (1, channels) or min(std) <= 0:
         raise ValueError(
             f"normalization {value!r} does not fit {channels}-channel images: give {channels} "
@@ -54,12 +56,16 @@ def resolve(origin, normalization, style, input_size):
     model = origin.students[0]
     shape = tuple(model.input_shape)
     if len(shape) != 4:
-        raise ValueError(f"The student takes inputs of shape {shape}; expected images [B, H, W, C].")
+        raise ValueError(
+            f"The student takes inputs of shape {shape}; expected images [B, H, W, C]."
+        )
     _, height, width, channels = shape
     config = origin.config
     size = input_size or (config.image_size if config else None) or height
     if size is None:
-        raise ValueError("The student takes images of any size: pass input_size (the side S of its images).")
+        raise ValueError(
+            "The student takes images of any size: pass input_size (the side S of its images)."
+        )
     if (height is not None and height != size) or (width is not None and width != size):
         raise ValueError(
             f"The student takes {height}x{width} images but the input size is {size}x{size}: "

@@ -12,7 +12,9 @@ def _size(path):
     if os.path.isfile(path):
         return os.path.getsize(path)
     return sum(
-        os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names
+        os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(path)
+        for name in names
     )
 
 

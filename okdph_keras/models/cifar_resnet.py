@@ -30,8 +30,13 @@ def cifar_resnet(block, blocks_per_stage, num_classes, input_shape, name, **bloc
     x = conv_bn(inputs, 16, 3, name="stem")
     for stage, (filters, num_blocks) in enumerate(zip((16, 32, 64), blocks_per_stage)):
         x = residual_stage(
-            x, block, filters, num_blocks, strides=1 if stage == 0 else 2,
-            name=f"stage{stage + 1}", **block_kwargs,
+            x,
+            block,
+            filters,
+            num_blocks,
+            strides=1 if stage == 0 else 2,
+            name=f"stage{stage + 1}",
+            **block_kwargs,
         )
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     outputs = keras.layers.Dense(num_classes, name="logits")(x)

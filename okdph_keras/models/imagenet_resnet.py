@@ -32,7 +32,12 @@ def imagenet_resnet(block, blocks_per_stage, num_classes, input_shape, name):
     x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
     for stage, (filters, num_blocks) in enumerate(zip((64, 128, 256, 512), blocks_per_stage)):
         x = residual_stage(
-            x, block, filters, num_blocks, strides=1 if stage == 0 else 2, name=f"stage{stage + 1}",
+            x,
+            block,
+            filters,
+            num_blocks,
+            strides=1 if stage == 0 else 2,
+            name=f"stage{stage + 1}",
         )
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     outputs = keras.layers.Dense(num_classes, name="logits")(x)

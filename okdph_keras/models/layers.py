@@ -53,8 +53,13 @@ def conv(x, filters, kernel_size, strides=1, use_bias=False, name=None):
             pad_name = f"{name}_pad" if name else None
             x = keras.layers.ZeroPadding2D(kernel_size // 2, name=pad_name)(x)
     return keras.layers.Conv2D(
-        filters, kernel_size, strides=strides, padding=padding, use_bias=use_bias,
-        kernel_initializer="he_normal", name=name,
+        filters,
+        kernel_size,
+        strides=strides,
+        padding=padding,
+        use_bias=use_bias,
+        kernel_initializer="he_normal",
+        name=name,
     )(x)
 
 

@@ -26,7 +26,10 @@ def small_cnn(input_shape=(8, 8, 1), num_classes=10, width=16, batch_norm=True, 
     x = inputs
     for block, channels in enumerate((width, 2 * width, 4 * width)):
         x = keras.layers.Conv2D(
-            channels, 3, padding="same", use_bias=not batch_norm,
+            channels,
+            3,
+            padding="same",
+            use_bias=not batch_norm,
             kernel_initializer="he_normal",
         )(x)
         if batch_norm:

@@ -22,5 +22,10 @@ def wrn_20_8(num_classes=10, input_shape=CIFAR_INPUT_SHAPE, name="wrn_20_8"):
         TensorShape([2, 100])
     """
     return cifar_resnet(
-        bottleneck_block, (2, 2, 2), num_classes, input_shape, name, width_multiplier=8,
+        bottleneck_block,
+        (2, 2, 2),
+        num_classes,
+        input_shape,
+        name,
+        width_multiplier=8,
     )
