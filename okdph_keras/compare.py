@@ -17,19 +17,11 @@ import time
 
 import numpy as np
 
-from okdph_keras import analysis, checkpointing, train
-from okdph_keras.config import METHODS, validate
+from okdph_keras import analysis, checkpointing, methods, train
+from okdph_keras.config import validate
 from okdph_keras.data import views as views_lib
 from okdph_keras.data.pipeline import eval_dataset
 
-# OKDPH ablations of the paper, as config overrides.
-ABLATIONS = {
-    "okdph_no_hwm_loss": {"omega": 1.0},
-    "okdph_no_fusion": {"fusion_gamma": 0.0},
-    "okdph_dirichlet": {"hybrid": "dirichlet"},
-    "okdph_reference": {"hwm_gradient": False},
-}
-COMPARABLE = METHODS + tuple(ABLATIONS)
 FLATNESS_EXAMPLES = 512
 FLATNESS_SAMPLES = 5
 
@@ -39,16 +31,15 @@ def method_config(base, method, seed, output_dir):
 
     Args:
         base: the shared `Config`.
-        method: one of `COMPARABLE`.
+        method: a registered method or ablation (`methods.names()`).
         seed: the run's seed.
         output_dir: the comparison's directory.
 
     Returns:
         A validated `Config` named `<method>_seed<seed>`.
     """
-    if method not in COMPARABLE:
-        raise ValueError(f"Unknown method {method!r}; expected one of {COMPARABLE}.")
-    overrides = dict(ABLATIONS.get(method, {}), method=method if method in METHODS else "okdph")
+    registered = methods.get(method)
+    overrides = dict(registered.config_overrides, method=registered.config_method)
     config = dataclasses.replace(
         base,
         **overrides,
@@ -66,7 +57,7 @@ def compare(base, methods, seeds, output_dir, flatness_radius=0.05, strategy=Non
 
     Args:
         base: the shared `Config` (its method, seed and names are replaced).
-        methods: names of `COMPARABLE`.
+        methods: names of registered methods or ablations (`methods.names()`).
         seeds: the number of seeds (`base.seed`, `base.seed + 1`, ...), or a
             list of seeds.
         output_dir: where runs and the comparison go.

@@ -4,6 +4,8 @@ import dataclasses
 import math
 import numbers
 
+from okdph_keras import methods
+
 # (dataset, model) -> (omega, beta, fusion gamma, fusion interval, fusion unit),
 # the reference code's table (METHOD.md).
 REFERENCE_HYPERPARAMETERS = {
@@ -20,10 +22,6 @@ REFERENCE_HYPERPARAMETERS = {
 }
 # The paper's defaults, for pairs the table does not list.
 PAPER_DEFAULTS = (0.8, 0.8, 0.5, 1, "epoch")
-
-# Training methods: OKDPH, the online-distillation baselines (same students, no
-# HWM), and flat-minimum baselines applied to independent students.
-METHODS = ("okdph", "independent", "dml", "kdcl", "sam", "swa", "ema")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +45,7 @@ class Config:
         omega, beta, temperature, hybrid, hwm_gradient: `OKDPH` options.
         fusion_gamma, fusion_every, fusion_unit: `Fusion` options (OKDPH
             only; gamma 0: no fusion).
-        method: one of `METHODS`. `"okdph"` is the method; `"independent"`,
+        method: one of `methods.run_names()`. `"okdph"` is the method; `"independent"`,
             `"dml"` and `"kdcl"` train the same students with another
             objective (`okdph_keras.step.forward`); `"sam"`, `"swa"` and
             `"ema"` train independent students with sharpness-aware
@@ -200,9 +198,7 @@ def reference_config(dataset, model, views, style, image_size, normalization, **
     values["views"] = tuple(values["views"])
     if values.get("run_name") is None:
         method = values.get("method", Config.method)
-        name = f"{values['dataset']}_{values['model']}" + (
-            "" if method == "okdph" else f"_{method}"
-        )
+        name = f"{values['dataset']}_{values['model']}" + methods.get(method).run_name_suffix
         name += f"_m{len(values['views']) - 1}"
         name += f"_seed{values.get('seed', Config.seed)}"
         values["run_name"] = name + ("_smoke" if values.get("smoke") else "")
@@ -261,8 +257,8 @@ def validate(config):
             fail("lr_decay_epochs", f"{allowed}; {fraction!r} is not")
     if config.hybrid not in HYBRID_MODES:
         fail("hybrid", f"expected one of {HYBRID_MODES}")
-    if config.method not in METHODS:
-        fail("method", f"expected one of {METHODS}")
+    if config.method not in methods.run_names():
+        fail("method", f"expected one of {methods.run_names()}")
     if not 0.0 <= config.swa_start < 1.0:
         fail("swa_start", "it must be a fraction of the epochs in [0, 1)")
     if not 0.0 <= config.ema_momentum < 1.0:

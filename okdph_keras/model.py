@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from okdph_keras import distribute, losses, step, sync_batchnorm
+from okdph_keras import distribute, losses, methods, step, sync_batchnorm
 from okdph_keras import hybrid as hybrid_lib
 
 
@@ -56,9 +56,11 @@ class OKDPH(keras.Model):
             paper). Set False to keep different initialisations.
         seed: integer seed of the Dirichlet coefficients; drawn at random when
             None and then kept in the config.
-        objective: `"okdph"` (the method), or a baseline that trains the same
-            students without the HWM: `"independent"`, `"dml"` or `"kdcl"`
-            (see `okdph_keras.step.forward`). The HWM is still evaluated.
+        objective: the name of a registered method whose losses the students
+            train with (`okdph_keras.methods.names(trainable_by_model=True)`):
+            `"okdph"` (the method), or a baseline that trains the same students
+            without the HWM: `"independent"`, `"dml"` or `"kdcl"`. The HWM is
+            still evaluated.
         sam_rho: > 0 trains with sharpness-aware gradients (SAM, Foret et al.
             2021) of radius `sam_rho`, each student perturbed with its own
             norm; 0 (default) trains with plain gradients.
@@ -105,10 +107,7 @@ class OKDPH(keras.Model):
             )
         self.hybrid = hybrid
         self.hwm_gradient = _check_bool("hwm_gradient", hwm_gradient)
-        if objective not in step.OBJECTIVES:
-            raise ValueError(
-                f"objective={objective!r} is not supported; expected one of {step.OBJECTIVES}."
-            )
+        self._method = methods.get(objective, what="objective", trainable_by_model=True)
         self.objective = objective
         self.sam_rho = _check_number("sam_rho", sam_rho, low=0.0)
         self.sam_adaptive = _check_bool("sam_adaptive", sam_adaptive)
@@ -322,7 +321,7 @@ class OKDPH(keras.Model):
             # step count (learning-rate schedule, fusion, Dirichlet seeds) counts
             # every batch.
             self.optimizer.iterations.assign(step_count + 1)
-        return self._results(hwm_ran=step.trains_hwm(self.objective))
+        return self._results(hwm_ran=self._method.uses_hwm)
 
     def test_step(self, data):
         views, labels, _ = self._unpack(data)

@@ -9,12 +9,8 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from okdph_keras import hybrid, losses
+from okdph_keras import hybrid, losses, methods
 from okdph_keras.baselines import sam
-
-# The objectives this step computes. OKDPH alone trains with the HWM; the
-# others are the online-distillation baselines of the paper's comparisons.
-OBJECTIVES = ("okdph", "independent", "dml", "kdcl")
 
 
 class StepOutputs(NamedTuple):
@@ -36,11 +32,6 @@ class StepOutputs(NamedTuple):
     hwm_ce: tf.Tensor
     kd: list
     total: tf.Tensor
-
-
-def trains_hwm(objective):
-    """Whether training with `objective` runs (and so reports) the HWM."""
-    return objective == "okdph"
 
 
 def hybrid_values(students, coefficients, hwm_gradient=True):
@@ -124,18 +115,13 @@ def forward(
 ):
     """Runs the networks and computes every loss of `objective`.
 
-    With `"okdph"`, student m's loss is
+    The losses are the method's (`okdph_keras.methods`): with `"okdph"`,
     `L_m = omega*CE(z_m) + (1-omega)*CE(z_h) + beta*tau^2*KL(p_e || p_m)`, where
     `z_e = (sum_m z_m + z_h) / (M+1)` carries no gradient. The total is
     `sum_m L_m`, so the HWM's CE enters it M times and, with `hwm_gradient`,
     student m receives `M*(1-omega)*r_m` times the CE gradient at theta_h.
-    The baselines use no HWM (`omega` and `hwm_gradient` do not apply):
-
-    - `"independent"`: `L_m = CE(z_m)`; the students never interact.
-    - `"dml"` (deep mutual learning): `L_m = CE(z_m) + beta * mean_{k != m}
-      tau^2*KL(p_k || p_m)`, each peer's prediction without gradient.
-    - `"kdcl"`: `L_m = CE(z_m) + beta*tau^2*KL(p_s || p_m)`, with `z_s` the
-      mean of the M students' logits, without gradient.
+    Methods without the HWM (`independent`, `dml`, `kdcl`) do not run it in
+    training; `omega` and `hwm_gradient` do not apply to them.
 
     Args:
         students: list of M homogeneous `keras.Model`s mapping images to logits.
@@ -146,7 +132,8 @@ def forward(
         beta: weight of the distillation term.
         temperature: distillation temperature tau.
         hwm_gradient: whether the HWM's loss differentiates into the students.
-        objective: one of `OBJECTIVES`.
+        objective: the name of a method `OKDPH` trains by itself
+            (`methods.names(trainable_by_model=True)`).
         training: the networks' mode. In training mode the students' BatchNorm
             statistics are updated; the HWM's never persist. Out of training
             the HWM is run (and reported) whatever the objective.
@@ -155,10 +142,8 @@ def forward(
     Returns:
         A `StepOutputs`.
     """
-    if objective not in OBJECTIVES:
-        raise ValueError(f"Unknown objective {objective!r}; expected one of {OBJECTIVES}.")
-    num_students = len(students)
-    if trains_hwm(objective) or not training:
+    method = methods.get(objective, what="objective", trainable_by_model=True)
+    if method.uses_hwm or not training:
         student_logits, hwm_logits = network_logits(
             students,
             views,
@@ -167,44 +152,16 @@ def forward(
             training=training,
             hwm_state=hwm_state,
         )
-    else:  # the baselines train without the HWM
+    else:  # methods without the HWM do not run it in training
         student_logits = [
             student(view, training=training) for student, view in zip(students, views)
         ]
         hwm_logits = None
     student_ce = [losses.cross_entropy(labels, z) for z in student_logits]
     hwm_ce = None if hwm_logits is None else losses.cross_entropy(labels, hwm_logits)
-    kd = _distillation_terms(objective, student_logits, hwm_logits, temperature)
-    if objective == "okdph":
-        total = omega * tf.add_n(student_ce) + num_students * (1.0 - omega) * hwm_ce
-    else:
-        total = tf.add_n(student_ce)
-    if objective != "independent":
-        total += beta * tf.add_n(kd)
+    kd = method.distillation_terms(student_logits, hwm_logits, temperature)
+    total = method.total_loss(student_ce=student_ce, hwm_ce=hwm_ce, kd=kd, omega=omega, beta=beta)
     return StepOutputs(student_logits, hwm_logits, student_ce, hwm_ce, kd, total)
-
-
-def _distillation_terms(objective, student_logits, hwm_logits, temperature):
-    """Student m's distillation term for each m (zeros for `"independent"`)."""
-    logits = [losses.full_precision(z) for z in student_logits]
-    if objective == "independent":
-        return [tf.zeros([]) for _ in logits]
-    if objective == "dml":
-        peers = [tf.stop_gradient(z) for z in logits]
-        return [
-            tf.add_n(
-                [
-                    losses.distillation_loss(peers[k], z, temperature)
-                    for k in range(len(logits))
-                    if k != m
-                ]
-            )
-            / float(len(logits) - 1)
-            for m, z in enumerate(logits)
-        ]
-    members = logits + ([losses.full_precision(hwm_logits)] if objective == "okdph" else [])
-    teacher = tf.stop_gradient(tf.add_n(members) / float(len(members)))
-    return [losses.distillation_loss(teacher, z, temperature) for z in logits]
 
 
 def compute_gradients(

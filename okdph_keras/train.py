@@ -30,8 +30,8 @@ from typing import NamedTuple
 import keras
 import tensorflow as tf
 
-from okdph_keras import baselines, checkpointing, curves, distribute, loop, step
-from okdph_keras.callbacks import EvaluateEachEpoch, Fusion
+from okdph_keras import checkpointing, curves, distribute, loop, methods
+from okdph_keras.callbacks import EvaluateEachEpoch
 from okdph_keras.config import Config, validate
 from okdph_keras.data import sources
 from okdph_keras.data import views as views_lib
@@ -124,7 +124,7 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
             checkpoint=checkpoint,
             callbacks=callbacks,
         )
-    elif config.method in AVERAGING_METHODS and not state.get("averaged"):
+    elif methods.get(config.method).averages_weights and not state.get("averaged"):
         print(f"Training of {run_dir} had finished; applying the {config.method} average.")
         _apply_pending_average(
             model,
@@ -192,7 +192,7 @@ def _fit(
         verbose=2,
         **options,
     )
-    if config.method in AVERAGING_METHODS:
+    if methods.get(config.method).averages_weights:
         _checkpoint_average(model, datasets, evaluate, checkpoint)
 
 
@@ -206,8 +206,7 @@ def _apply_pending_average(model, *, config, run_dir, datasets, bn_data, strateg
     for callback in method:
         callback.set_model(model)
         callback.on_train_begin()
-    if config.method == "ema":  # what fit() does at its end with use_ema
-        model.optimizer.finalize_variable_values(model.trainable_weights)
+    methods.get(config.method).finish_training(model)  # what fit() does at its end
     for callback in method:
         callback.on_train_end()
     checkpoint.set_model(model)
@@ -378,16 +377,13 @@ def batchnorm_batches(config, data, steps_per_epoch):
     The same batches however often the run was interrupted and resumed, so a
     resumed run ends with the statistics an uninterrupted one does.
     """
-    if config.method not in AVERAGING_METHODS:
+    if not methods.get(config.method).averages_weights:
         return None
     return _training_batches(config, data, config.epochs - 1).take(steps_per_epoch)
 
 
-AVERAGING_METHODS = ("swa", "ema")  # the trained weights are replaced by an average at the end
-
-
 def method_callbacks(config, run_dir, bn_data, chief=True):
-    """The callbacks `config.method` trains with: `Fusion` for OKDPH, SWA, EMA.
+    """The callbacks `config.method` trains with (`Fusion` for OKDPH, SWA, EMA; see `methods`).
 
     Args:
         config: the run's `Config`.
@@ -396,23 +392,9 @@ def method_callbacks(config, run_dir, bn_data, chief=True):
             students' BatchNorm statistics for the averaged weights.
         chief: whether this process writes files.
     """
-    if config.method == "okdph":
-        return (
-            [Fusion(config.fusion_gamma, config.fusion_every, config.fusion_unit)]
-            if config.fusion_gamma
-            else []
-        )
-    if config.method == "swa":
-        return [
-            baselines.SWA(
-                start_epoch=min(config.epochs - 1, int(round(config.swa_start * config.epochs))),
-                bn_data=bn_data,
-                state_path=os.path.join(run_dir, "swa_state.npz") if chief else None,
-            )
-        ]
-    if config.method == "ema":
-        return [baselines.EMABatchNorm(bn_data)]
-    return []
+    return methods.get(config.method).callbacks(
+        config, run_dir=run_dir, bn_data=bn_data, chief=chief
+    )
 
 
 def build_model(config, train_source):
@@ -424,11 +406,13 @@ def build_model(config, train_source):
         model = get_model(config.model, train_source.num_classes, input_shape)
         return distribute.with_synchronized_batchnorm(model) if config.sync_bn else model
 
+    method = methods.get(config.method)
+    sharpness = method.sharpness(config) or {"rho": 0.0, "adaptive": False}
     return OKDPH(
         student,
-        objective=config.method if config.method in step.OBJECTIVES else "independent",
-        sam_rho=config.sam_rho if config.method == "sam" else 0.0,
-        sam_adaptive=config.sam_adaptive,
+        objective=method.objective_name,
+        sam_rho=sharpness["rho"],
+        sam_adaptive=sharpness["adaptive"],
         num_students=config.num_students,
         omega=config.omega,
         beta=config.beta,
@@ -446,11 +430,7 @@ def make_optimizer(config, steps_per_epoch):
     values = [config.learning_rate * config.lr_decay**k for k in range(len(boundaries) + 1)]
     schedule = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
     optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum)
-    return (
-        baselines.ema_optimizer(optimizer, config.ema_momentum)
-        if config.method == "ema"
-        else optimizer
-    )
+    return methods.get(config.method).wrap_optimizer(optimizer, config)
 
 
 def summarize(config, history, seconds):

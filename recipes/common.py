@@ -3,7 +3,7 @@
 from absl import app, flags, logging
 
 from okdph_keras import config as config_lib
-from okdph_keras import distribute, train
+from okdph_keras import distribute, methods, train
 from okdph_keras.data.views import NORMALIZATION
 
 FLAGS = flags.FLAGS
@@ -70,7 +70,7 @@ def define_flags(model, image_size, style, normalization):
         "(default 0.1; 0 trains on the whole split, as the paper).",
     )
     flags.DEFINE_integer("seed", None, "Seed (default 42).")
-    flags.DEFINE_enum("method", None, list(config_lib.METHODS), "Training method (default okdph).")
+    flags.DEFINE_enum("method", None, list(methods.run_names()), "Training method (default okdph).")
     flags.DEFINE_float("sam_rho", None, "SAM radius for --method=sam (default 0.05).")
     flags.DEFINE_bool("sam_adaptive", None, "ASAM instead of SAM (default False).")
     flags.DEFINE_float(

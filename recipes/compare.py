@@ -8,14 +8,14 @@
 --dataset is a TFDS name (cifar10, cifar100, imagenet2012) or the root of a
 class-per-folder image tree. Every other recipe flag (--model, --epochs,
 --students, --noise_std, --data_fraction, ...) applies to every run. Methods:
-okdph_keras.compare.COMPARABLE. Finished runs are reused on a rerun.
+okdph_keras.methods.names(). Finished runs are reused on a rerun.
 """
 
 import os
 
 from absl import app, flags
 
-from okdph_keras import compare, distribute
+from okdph_keras import compare, distribute, methods
 from recipes import common
 
 FLAGS = flags.FLAGS
@@ -31,9 +31,7 @@ DATASET_DEFAULTS = {
 def main():
     common.define_flags(model=None, image_size=None, style=None, normalization=None)
     flags.DEFINE_string("dataset", None, "TFDS name or image-folder root.", required=True)
-    flags.DEFINE_list(
-        "methods", ["independent", "dml", "kdcl", "okdph"], f"Of {compare.COMPARABLE}."
-    )
+    flags.DEFINE_list("methods", ["independent", "dml", "kdcl", "okdph"], f"Of {methods.names()}.")
     flags.DEFINE_integer("seeds", 3, "Seeds per method (--seed, --seed+1, ...).")
     flags.DEFINE_float(
         "flatness_radius", 0.05, "Relative radius of the sharpness figure (0: skip)."
@@ -56,11 +54,8 @@ def main():
                 setattr(FLAGS, name, value)
         FLAGS.data_dir = data_dir
         try:
-            unknown = [m for m in FLAGS.methods if m not in compare.COMPARABLE]
-            if unknown:
-                raise ValueError(
-                    f"Unknown method {unknown[0]!r}; expected one of {compare.COMPARABLE}."
-                )
+            for name in FLAGS.methods:
+                methods.get(name)  # fails naming the unknown method and the known ones
             if FLAGS.seeds < 1:
                 raise ValueError(f"--seeds={FLAGS.seeds} is not allowed; it must be >= 1.")
             strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.cpu_replicas)

@@ -1,0 +1,245 @@
+"""Training methods: one object each, registered by name. The only module that knows names.
+
+A method says whether it trains the hybrid-weight model (HWM), how it turns the
+networks' logits into losses, which callbacks and optimizer wrapping a run needs, and
+whether its final weights are an average. `step.forward`, `OKDPH`, `train.run`,
+`compare` and the recipes look methods up here (`get`, `names`) and ask the object.
+
+Example:
+    >>> get("dml").uses_hwm
+    False
+    >>> [name for name in names() if get(name).averages_weights]
+    ['swa', 'ema']
+"""
+
+import os
+
+import tensorflow as tf
+
+from okdph_keras import baselines, losses
+from okdph_keras.callbacks import Fusion
+
+_REGISTRY = {}
+
+
+def register(method):
+    """Adds `method` (a `Method` instance) to the registry under `method.name`; returns it."""
+    if method.name in _REGISTRY:
+        raise ValueError(f"A method named {method.name!r} is already registered.")
+    _REGISTRY[method.name] = method
+    return method
+
+
+def names(*, trainable_by_model=False):
+    """The registered method names, in registration order.
+
+    Args:
+        trainable_by_model: only the methods `OKDPH(objective=...)` trains by
+            itself (no callback, optimizer wrapping or ablation overrides needed).
+    """
+    return tuple(
+        name
+        for name, method in _REGISTRY.items()
+        if not trainable_by_model or method.objective_name == name
+    )
+
+
+def get(name, *, what="method", trainable_by_model=False):
+    """The registered `Method` called `name`.
+
+    Raises:
+        ValueError: naming `name` and the allowed names, as `<what>=...`.
+    """
+    allowed = names(trainable_by_model=trainable_by_model)
+    if name not in allowed:
+        raise ValueError(f"{what}={name!r} is not supported; expected one of {allowed}.")
+    return _REGISTRY[name]
+
+
+class Method:
+    """Independent training: `L_m = CE(z_m)`; the students never interact.
+
+    Subclasses override what differs. Attributes:
+        name: the registry name (`Config.method`, `--method`).
+        objective_name: the method whose losses the students train with inside
+            `OKDPH` (itself, unless the method only adds callbacks, an optimizer
+            wrapping or sharpness-aware gradients to another's losses).
+        uses_hwm: whether training runs (and reports) the HWM.
+        averages_weights: whether the trained weights are replaced by an
+            average when training ends (then BatchNorm is recomputed).
+        config_overrides: `Config` fields this method sets (ablations).
+    """
+
+    uses_hwm = False
+    averages_weights = False
+
+    def __init__(self, name, *, objective_name=None, config_overrides=None):
+        self.name = name
+        self.objective_name = objective_name or name
+        self.config_overrides = dict(config_overrides or {})
+
+    @property
+    def config_method(self):
+        """The `Config.method` of a run of this method (an ablation runs its base method)."""
+        return self.objective_name if self.config_overrides else self.name
+
+    @property
+    def run_name_suffix(self):
+        """What the default run name adds for this method (`_dml`, ...)."""
+        return f"_{self.name}"
+
+    def distillation_terms(self, student_logits, hwm_logits, temperature):
+        """Student m's distillation term, for each m."""
+        del hwm_logits, temperature
+        return [tf.zeros([]) for _ in student_logits]
+
+    def total_loss(self, *, student_ce, hwm_ce, kd, omega, beta):
+        """`sum_m L_m` from the cross-entropies and distillation terms."""
+        del hwm_ce, kd, omega, beta
+        return tf.add_n(student_ce)
+
+    def sharpness(self, config):
+        """`{"rho": ..., "adaptive": ...}` for sharpness-aware gradients, or None."""
+        del config
+        return None
+
+    def callbacks(self, config, *, run_dir, bn_data, chief):
+        """The callbacks a run of this method trains with."""
+        del config, run_dir, bn_data, chief
+        return []
+
+    def wrap_optimizer(self, optimizer, config):
+        """The optimizer a run trains with, built from plain SGD."""
+        del config
+        return optimizer
+
+    def finish_training(self, model):
+        """What `fit()` does to the weights when training ends, before the callbacks' end."""
+        del model
+
+
+def _mean_teacher(logits):
+    return tf.stop_gradient(tf.add_n(logits) / float(len(logits)))
+
+
+class HybridDistillation(Method):
+    """OKDPH: `L_m = omega*CE(z_m) + (1-omega)*CE(z_h) + beta*tau^2*KL(p_e || p_m)`.
+
+    `z_e` is the mean of all M+1 networks' logits, without gradient; the HWM's
+    CE enters the total M times. Trains with `Fusion` unless `fusion_gamma` is 0.
+    """
+
+    uses_hwm = True
+
+    run_name_suffix = ""  # the method itself: runs are named after dataset and model
+
+    def distillation_terms(self, student_logits, hwm_logits, temperature):
+        logits = [losses.full_precision(z) for z in student_logits]
+        teacher = _mean_teacher(logits + [losses.full_precision(hwm_logits)])
+        return [losses.distillation_loss(teacher, z, temperature) for z in logits]
+
+    def total_loss(self, *, student_ce, hwm_ce, kd, omega, beta):
+        num_students = len(student_ce)
+        data = omega * tf.add_n(student_ce) + num_students * (1.0 - omega) * hwm_ce
+        return data + beta * tf.add_n(kd)
+
+    def callbacks(self, config, *, run_dir, bn_data, chief):
+        del run_dir, bn_data, chief
+        if not config.fusion_gamma:
+            return []
+        return [Fusion(config.fusion_gamma, config.fusion_every, config.fusion_unit)]
+
+
+class MutualLearning(Method):
+    """DML: `L_m = CE(z_m) + beta * mean_{k != m} tau^2*KL(p_k || p_m)`, peers without gradient."""
+
+    def distillation_terms(self, student_logits, hwm_logits, temperature):
+        logits = [losses.full_precision(z) for z in student_logits]
+        peers = [tf.stop_gradient(z) for z in logits]
+        return [
+            tf.add_n(
+                [
+                    losses.distillation_loss(peers[k], z, temperature)
+                    for k in range(len(logits))
+                    if k != m
+                ]
+            )
+            / float(len(logits) - 1)
+            for m, z in enumerate(logits)
+        ]
+
+    def total_loss(self, *, student_ce, hwm_ce, kd, omega, beta):
+        return tf.add_n(student_ce) + beta * tf.add_n(kd)
+
+
+class CollaborativeLearning(MutualLearning):
+    """KDCL: `L_m = CE(z_m) + beta*tau^2*KL(p_s || p_m)`, `z_s` the students' mean logits, no gradient."""
+
+    def distillation_terms(self, student_logits, hwm_logits, temperature):
+        logits = [losses.full_precision(z) for z in student_logits]
+        teacher = _mean_teacher(logits)
+        return [losses.distillation_loss(teacher, z, temperature) for z in logits]
+
+
+class SharpnessAware(Method):
+    """Independent students trained with SAM (or ASAM) gradients of radius `config.sam_rho`."""
+
+    def sharpness(self, config):
+        return {"rho": config.sam_rho, "adaptive": config.sam_adaptive}
+
+
+class WeightAveraging(Method):
+    """Independent students, stochastic weight averaging from `config.swa_start` of the epochs."""
+
+    averages_weights = True
+
+    def callbacks(self, config, *, run_dir, bn_data, chief):
+        start = min(config.epochs - 1, int(round(config.swa_start * config.epochs)))
+        state_path = os.path.join(run_dir, "swa_state.npz") if chief else None
+        return [baselines.SWA(start_epoch=start, bn_data=bn_data, state_path=state_path)]
+
+
+class WeightEMA(Method):
+    """Independent students whose final weights are an EMA of momentum `config.ema_momentum`."""
+
+    averages_weights = True
+
+    def callbacks(self, config, *, run_dir, bn_data, chief):
+        del config, run_dir, chief
+        return [baselines.EMABatchNorm(bn_data)]
+
+    def wrap_optimizer(self, optimizer, config):
+        return baselines.ema_optimizer(optimizer, config.ema_momentum)
+
+    def finish_training(self, model):
+        model.optimizer.finalize_variable_values(model.trainable_weights)
+
+
+for _method in (
+    HybridDistillation("okdph"),
+    Method("independent"),
+    MutualLearning("dml"),
+    CollaborativeLearning("kdcl"),
+    SharpnessAware("sam", objective_name="independent"),
+    WeightAveraging("swa", objective_name="independent"),
+    WeightEMA("ema", objective_name="independent"),
+    # The paper's OKDPH ablations: OKDPH with one `Config` field changed.
+    HybridDistillation(
+        "okdph_no_hwm_loss", objective_name="okdph", config_overrides={"omega": 1.0}
+    ),
+    HybridDistillation(
+        "okdph_no_fusion", objective_name="okdph", config_overrides={"fusion_gamma": 0.0}
+    ),
+    HybridDistillation(
+        "okdph_dirichlet", objective_name="okdph", config_overrides={"hybrid": "dirichlet"}
+    ),
+    HybridDistillation(
+        "okdph_reference", objective_name="okdph", config_overrides={"hwm_gradient": False}
+    ),
+):
+    register(_method)
+
+
+def run_names():
+    """The names `Config.method` takes: every method that is not an ablation."""
+    return tuple(name for name in names() if not get(name).config_overrides)

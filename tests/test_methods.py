@@ -1,0 +1,114 @@
+"""The method registry: every method is one object, found by name, and a new one plugs in."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from helpers import np_cross_entropy, np_distillation, randomize, tiny_student
+
+from okdph_keras import OKDPH, baselines, callbacks, methods, step, train
+from okdph_keras.config import Config
+
+
+def test_one_list_of_names_and_each_method_answers_for_itself():
+    # (This module registers one more method, after the library's own.)
+    assert methods.run_names()[:7] == ("okdph", "independent", "dml", "kdcl", "sam", "swa", "ema")
+    assert methods.names(trainable_by_model=True)[:4] == ("okdph", "independent", "dml", "kdcl")
+    own = methods.names()[:11]  # the library's; other tests and the README register more
+    assert [n for n in own if methods.get(n).uses_hwm] == [
+        "okdph",
+        "okdph_no_hwm_loss",
+        "okdph_no_fusion",
+        "okdph_dirichlet",
+        "okdph_reference",
+    ]
+    assert [n for n in own if methods.get(n).averages_weights] == ["swa", "ema"]
+    with pytest.raises(ValueError, match=r"method='one' is not supported; expected one of \("):
+        methods.get("one")
+    with pytest.raises(ValueError, match="already registered"):
+        methods.register(methods.Method("dml"))
+
+
+def config(method, **overrides):
+    values = dict(
+        dataset="cifar10",
+        model="small_cnn",
+        views=("hflip", "cutout", "none"),
+        style="cifar",
+        image_size=8,
+        normalization=((0.5,) * 3, (0.25,) * 3),
+        epochs=8,
+        method=method,
+        run_name="r",
+    )
+    return Config(**{**values, **overrides})
+
+
+def test_each_run_method_brings_its_callbacks_optimizer_and_gradients(tmp_path):
+    bn_data = tf.data.Dataset.from_tensors(tf.zeros([2, 8, 8, 3]))
+    hooks = dict(run_dir=str(tmp_path), bn_data=bn_data, chief=True)
+    fusion = methods.get("okdph").callbacks(config("okdph", fusion_gamma=0.3), **hooks)
+    assert [type(c) for c in fusion] == [callbacks.Fusion] and fusion[0].gamma == 0.3
+    assert methods.get("okdph").callbacks(config("okdph", fusion_gamma=0.0), **hooks) == []
+    (swa,) = methods.get("swa").callbacks(config("swa", swa_start=0.75), **hooks)
+    assert isinstance(swa, baselines.SWA) and swa.start_epoch == 6
+    (ema_bn,) = methods.get("ema").callbacks(config("ema"), **hooks)
+    assert isinstance(ema_bn, baselines.EMABatchNorm)
+    sgd = keras.optimizers.SGD(0.1)
+    ema = methods.get("ema").wrap_optimizer(sgd, config("ema", ema_momentum=0.9))
+    assert ema.use_ema and ema.ema_momentum == 0.9
+    assert methods.get("dml").wrap_optimizer(sgd, config("dml")) is sgd
+    assert methods.get("sam").sharpness(config("sam", sam_rho=0.2)) == {
+        "rho": 0.2,
+        "adaptive": False,
+    }
+    for name in ("okdph", "dml", "swa", "ema"):
+        assert methods.get(name).sharpness(config(name)) is None
+    model = train.build_model(config("sam", sam_rho=0.2), _Source())
+    assert model.objective == "independent" and model.sam_rho == 0.2
+    assert train.build_model(config("kdcl"), _Source()).objective == "kdcl"
+
+
+class _Source:
+    image_shape = (8, 8, 3)
+    num_classes = 10
+
+
+class HybridTeacher(methods.HybridDistillation):
+    """OKDPH whose distillation target is the HWM alone (the README's example method)."""
+
+    def distillation_terms(self, student_logits, hwm_logits, temperature):
+        teacher = tf.stop_gradient(hwm_logits)
+        return [step.losses.distillation_loss(teacher, z, temperature) for z in student_logits]
+
+
+methods.register(HybridTeacher("test_hwm_teacher"))
+
+
+def test_a_registered_method_trains_inside_okdph_with_its_own_losses(rng, batch):
+    images, labels, _ = batch
+    students = [tiny_student() for _ in range(2)]
+    for student in students:
+        randomize(student, rng)
+    model = OKDPH(students, identical_init=False, objective="test_hwm_teacher", seed=0)
+    outputs = step.forward(
+        students,
+        [images] * 3,
+        labels,
+        tf.constant([0.5, 0.5]),
+        omega=0.8,
+        beta=0.8,
+        temperature=4.0,
+        objective="test_hwm_teacher",
+        training=False,
+    )
+    z = [s(images, training=False).numpy().astype(np.float64) for s in students]
+    z_h = model(images)[:, 2].numpy().astype(np.float64)
+    ce = [np_cross_entropy(labels, zm) for zm in z]
+    kd = [np_distillation(z_h, zm, 4.0) for zm in z]
+    expected = 0.8 * sum(ce) + 2 * 0.2 * np_cross_entropy(labels, z_h) + 0.8 * sum(kd)
+    np.testing.assert_allclose(outputs.kd, kd, rtol=1e-4)
+    np.testing.assert_allclose(float(outputs.total), expected, rtol=1e-4)
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    logs = model.fit([images] * 3, labels, batch_size=len(labels), epochs=1, verbose=0)
+    assert np.isfinite(logs.history["hwm_ce"][0])
