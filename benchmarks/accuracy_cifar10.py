@@ -64,7 +64,7 @@ def main(argv=None):
     import tensorflow as tf  # noqa: PLC0415
 
     from okdph_keras import compare  # noqa: PLC0415
-    from okdph_keras import config as config_lib
+    from okdph_keras import config as config_lib  # noqa: PLC0415
     from okdph_keras.data.views import NORMALIZATION  # noqa: PLC0415
 
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])

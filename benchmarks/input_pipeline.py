@@ -50,7 +50,7 @@ IMAGENET_BATCH = 256
 
 def write_tree(root, *, classes, per_class, distinct=64):
     """A class-sorted tree root/train/cNNNN/iNNNN.jpg of 400x350 JPEGs (`distinct` different ones)."""
-    from PIL import Image
+    from PIL import Image  # noqa: PLC0415
 
     rng = np.random.default_rng(0)
     blobs = []
@@ -212,7 +212,8 @@ def main(argv):
     print(f"3-view pipeline ({', '.join(v.name for v in views)}): {pipeline_rate:8.0f} images/s")
     print(f"OKDPH step ({FLAGS.model}, M=2, batch {FLAGS.batch_size}):  {step_rate:8.0f} images/s")
     print(
-        f"pipeline / step: {pipeline_rate / step_rate:.1f}x  (CPUs: {len(tf.config.list_physical_devices('CPU'))} device, "
+        f"pipeline / step: {pipeline_rate / step_rate:.1f}x  "
+        f"(CPUs: {len(tf.config.list_physical_devices('CPU'))} device, "
         f"{tf.config.threading.get_inter_op_parallelism_threads() or 'default'} inter-op threads)"
     )
 

@@ -122,7 +122,8 @@ def config_from_flags(dataset, views_kind, **recipe_defaults):
         }
     if views is not None and FLAGS.students is not None and len(views) != FLAGS.students + 1:
         raise app.UsageError(
-            f"--students={FLAGS.students} needs {FLAGS.students + 1} --views (students, then the HWM); got {len(views)}."
+            f"--students={FLAGS.students} needs {FLAGS.students + 1} --views "
+            f"(students, then the HWM); got {len(views)}."
         )
     if views is None:
         views = config_lib.default_views(views_kind, FLAGS.students or 2)

@@ -441,7 +441,8 @@ CASES = [
     pytest.param(
         run_class_folders_without_images,
         ValueError,
-        r"No images in class folders under .*imageless_tree/train \(class folders: \['cat', 'dog'\]; image files end in \.jpg",
+        r"No images in class folders under .*imageless_tree/train "
+        r"\(class folders: \['cat', 'dog'\]; image files end in \.jpg",
         id="class_folders_without_images",
     ),
     pytest.param(
@@ -484,7 +485,8 @@ CASES = [
     pytest.param(
         okdph_heterogeneous_shapes,
         ValueError,
-        r"homogeneous .* trainable_variables\[0\] differs: student 0 has .*\(3, 3, 1, 4\).*student 1 has .*\(3, 3, 1, 6\)",
+        r"homogeneous .* trainable_variables\[0\] differs: "
+        r"student 0 has .*\(3, 3, 1, 4\).*student 1 has .*\(3, 3, 1, 6\)",
         id="okdph_heterogeneous_shapes",
     ),
     pytest.param(
@@ -514,13 +516,15 @@ CASES = [
     pytest.param(
         fit_label_equal_to_num_classes,
         tf.errors.InvalidArgumentError,
-        r"labels must be class indices in \[0, 5\) \(the students output 5 logits\); got label\] \[5\] \[at batch position\] \[1\]",
+        r"labels must be class indices in \[0, 5\) \(the students output 5 logits\); "
+        r"got label\] \[5\] \[at batch position\] \[1\]",
         id="fit_label_equal_to_num_classes",
     ),
     pytest.param(
         fit_label_negative,
         tf.errors.InvalidArgumentError,
-        r"labels must be class indices in \[0, 5\) \(the students output 5 logits\); got label\] \[-1\] \[at batch position\] \[1\]",
+        r"labels must be class indices in \[0, 5\) \(the students output 5 logits\); "
+        r"got label\] \[-1\] \[at batch position\] \[1\]",
         id="fit_label_negative",
     ),
     pytest.param(
@@ -544,7 +548,8 @@ CASES = [
     pytest.param(
         fit_one_hot_labels,
         ValueError,
-        r"integer class indices of shape \[B\]; got labels of shape \(\w+, 5\) \(one-hot labels are not supported: pass their argmax",
+        r"integer class indices of shape \[B\]; got labels of shape \(\w+, 5\) "
+        r"\(one-hot labels are not supported: pass their argmax",
         id="fit_one_hot_labels",
     ),
     pytest.param(
@@ -556,7 +561,8 @@ CASES = [
     pytest.param(
         fit_images_with_3_channels,
         ValueError,
-        r"OKDPH's students take images of shape \(8, 8, 1\) \(\[B, H, W, C\], 1 channel\(s\)\); view 0 has shape \(\w+, 8, 8, 3\)",
+        r"OKDPH's students take images of shape \(8, 8, 1\) \(\[B, H, W, C\], 1 channel\(s\)\); "
+        r"view 0 has shape \(\w+, 8, 8, 3\)",
         id="fit_images_with_wrong_channels",
     ),
     # Registries and data, called directly.

@@ -69,7 +69,7 @@ def results():
             f"distribute_worker.py did not finish in {TIMEOUT_S} s.\n"
             f"--- stderr tail ---\n{_tail(error.stderr)}"
         )
-    lines = [l for l in completed.stdout.splitlines() if l.startswith("RESULT ")]
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
     if completed.returncode != 0 or not lines:
         pytest.fail(
             f"distribute_worker.py exited with {completed.returncode} and "
@@ -220,7 +220,7 @@ def fusion_results():
         text=True,
         timeout=TIMEOUT_S,
     )
-    lines = [l for l in completed.stdout.splitlines() if l.startswith("RESULT ")]
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
     if completed.returncode != 0 or not lines:
         pytest.fail(
             f"the fusion script exited with {completed.returncode}.\n"

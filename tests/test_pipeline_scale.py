@@ -1,6 +1,5 @@
 """The input pipeline at scale: uniform shuffles of whole splits, decoding after the shuffle."""
 
-
 import keras
 import numpy as np
 import pytest

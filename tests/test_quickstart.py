@@ -16,7 +16,7 @@ from recipes import quickstart  # noqa: E402
 
 
 def test_quickstart_runs_and_saves_the_best_student(tmp_path):
-    import keras
+    import keras  # noqa: PLC0415
 
     completed = subprocess.run(
         [sys.executable, "-m", "recipes.quickstart", "--epochs=2", f"--output_dir={tmp_path}"],

@@ -160,7 +160,8 @@ def test_image_folder_recipe_smoke_mirrored_on_two_cpu_replicas(tmp_path, image_
         "import sys, keras, numpy as np; "
         f"model = keras.saving.load_model({str(student)!r}); "
         "assert not [m for m in sys.modules if m.startswith('okdph_keras')]; "
-        f"np.save({str(tmp_path / 'logits.npy')!r}, model.predict(np.load({str(tmp_path / 'images.npy')!r}), verbose=0))"
+        f"np.save({str(tmp_path / 'logits.npy')!r}, "
+        f"model.predict(np.load({str(tmp_path / 'images.npy')!r}), verbose=0))"
     )
     completed = subprocess.run(
         [sys.executable, "-c", load],

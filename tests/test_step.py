@@ -324,7 +324,7 @@ def test_sharpness_aware_step_perturbs_each_student_as_if_alone(rng, batch):
         copy = tiny_student(dtype="float64")
         copy.set_weights(student.get_weights())
 
-        def gradient_at(weights):
+        def gradient_at(weights, copy=copy):
             for variable, value in zip(copy.trainable_variables, weights):
                 variable.assign(value)
             with tf.GradientTape() as tape:

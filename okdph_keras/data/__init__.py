@@ -19,3 +19,19 @@ from okdph_keras.data.views import (
     eval_transform,
     make_view,
 )
+
+__all__ = [
+    "DEFAULT_VIEWS",
+    "NORMALIZATION",
+    "VIEW_NAMES",
+    "Source",
+    "View",
+    "eval_dataset",
+    "eval_transform",
+    "from_arrays",
+    "limit_per_class",
+    "load_source",
+    "make_view",
+    "multi_view_dataset",
+    "split_per_class",
+]

@@ -128,7 +128,7 @@ def load_source(dataset, split, data_dir=None, download=True):
 
 
 def _load_tfds(name, split, data_dir, download):
-    import tensorflow_datasets as tfds  # slow to import; only needed here
+    import tensorflow_datasets as tfds  # noqa: PLC0415 (slow to import; only needed here)
 
     try:
         builder = tfds.builder(name, data_dir=data_dir)
@@ -219,7 +219,7 @@ class _TfdsRecords:
         `shuffle_seed` may be a tensor. Formats other than TFRecord are read by TFDS,
         in a fixed file order.
         """
-        import tensorflow_datasets as tfds
+        import tensorflow_datasets as tfds  # noqa: PLC0415 (slow to import)
 
         info = self.builder.info
         skip_decoding = {"image": tfds.decode.SkipDecoding()}

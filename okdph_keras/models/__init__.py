@@ -7,3 +7,17 @@ from okdph_keras.models.registry import MODELS, get_model
 from okdph_keras.models.small_cnn import small_cnn
 from okdph_keras.models.vgg import vgg16
 from okdph_keras.models.wide_resnet import wrn_20_8
+
+__all__ = [
+    "MODELS",
+    "densenet_40_12",
+    "get_model",
+    "resnet18",
+    "resnet32",
+    "resnet34",
+    "resnet50",
+    "resnet110",
+    "small_cnn",
+    "vgg16",
+    "wrn_20_8",
+]
