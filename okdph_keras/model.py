@@ -455,9 +455,10 @@ class OKDPH(keras.Model):
             return tf.cast(tf.identity(labels), tf.int32)
 
     # --------------------------------------------------------------- the HWM
-    @property
-    def hwm(self):
+    def hybrid_model(self):
         """A new `keras.Model` holding the current HWM, `sum_m r_m theta_m`.
+
+        A method, not a property: every call clones the students' architecture.
 
         It has the students' architecture, with `r = self.coefficients` (the
         last batch's coefficients; 1/M in `"mean"` mode). It is a snapshot:

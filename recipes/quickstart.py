@@ -207,7 +207,7 @@ def run(config):
     test_accuracy = {"independent": accuracy(independent.network, x_test, y_test)}
     for m in range(config.num_students):
         test_accuracy[f"okdph_student_{m}"] = float(okdph_test[f"student_{m}_accuracy"])
-    test_accuracy["okdph_hwm"] = accuracy(okdph.hwm, x_test, y_test)
+    test_accuracy["okdph_hwm"] = accuracy(okdph.hybrid_model(), x_test, y_test)
     test_accuracy["okdph_ensemble"] = float(okdph_test["ensemble_accuracy"])
     validation_accuracy = [accuracy(s, x_val, y_val) for s in okdph.students]
     best = int(np.argmax(validation_accuracy))

@@ -85,7 +85,7 @@ def test_path_through_the_hwm_passes_the_hwm_at_its_midpoint(rng, batch):
     before = [snapshot(s) for s in model.students]
 
     path = analysis.interpolate_through(
-        [student_0, model.hwm, student_1], (images, labels), points_per_segment=2
+        [student_0, model.hybrid_model(), student_1], (images, labels), points_per_segment=2
     )
     np.testing.assert_allclose(path.positions, [0.0, 0.5, 1.0, 1.5, 2.0])
     hwm_loss = np_loss(student_0, images, labels, combine(weights, [0.5, 0.5]))

@@ -239,7 +239,7 @@ def test_fit_and_evaluate_report_every_network_as_numpy_computes_it(num, batch):
 
     result = model.evaluate(images, labels, batch_size=len(labels), verbose=0, return_dict=True)
     student_logits = [s.predict(images, verbose=0) for s in model.students]
-    hwm_logits = model.hwm.predict(images, verbose=0)
+    hwm_logits = model.hybrid_model().predict(images, verbose=0)
     ensemble = np.mean(student_logits, axis=0)
     accuracy = lambda z: np.mean(np.argmax(z, axis=1) == labels)  # noqa: E731
     for m in range(num):
@@ -299,7 +299,7 @@ def test_keras_round_trip_restores_predictions_config_and_optimizer(tmp_path, ba
 def test_students_and_hwm_are_plain_models_that_save(tmp_path, batch):
     images, _, _ = batch
     model = OKDPH(tiny_student, identical_init=False)
-    for name, network in [("student", model.students[1]), ("hwm", model.hwm)]:
+    for name, network in [("student", model.students[1]), ("hwm", model.hybrid_model())]:
         path = tmp_path / f"{name}.keras"
         network.save(path)
         restored = keras.saving.load_model(path)
@@ -307,7 +307,7 @@ def test_students_and_hwm_are_plain_models_that_save(tmp_path, batch):
             restored.predict(images, verbose=0), network.predict(images, verbose=0)
         )
     # The HWM is a snapshot: a later change to a student does not reach it.
-    hwm = model.hwm
+    hwm = model.hybrid_model()
     before = hwm.predict(images, verbose=0)
     model.students[0].trainable_variables[0].assign_add(
         tf.ones_like(model.students[0].trainable_variables[0])

@@ -49,7 +49,7 @@ def test_hwm_logits_equal_a_model_holding_the_combined_weights(num, rng, batch):
     model.coefficients.assign(r)
     expected = reference(images, training=False).numpy()
     np.testing.assert_allclose(model(images)[:, num].numpy(), expected, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(model.hwm(images).numpy(), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.hybrid_model()(images).numpy(), expected, rtol=1e-4, atol=1e-5)
 
     # Last: in training mode the students' own passes update their BN statistics.
     for training in (False, True):

@@ -10,7 +10,7 @@ Example:
     >>> from okdph_keras import analysis
     >>> a, b = okdph.students
     >>> line = analysis.interpolate(a, b, (x_test, y_test))
-    >>> path = analysis.interpolate_through([a, okdph.hwm, b], (x_test, y_test))
+    >>> path = analysis.interpolate_through([a, okdph.hybrid_model(), b], (x_test, y_test))
     >>> grid = analysis.landscape_2d(a, (x_test, y_test), span=1.0, resolution=21)
     >>> analysis.perturbation_sharpness(a, (x_test, y_test), radius=0.05).mean_increase
     >>> analysis.top_hessian_eigenvalue(a, (x_test[:512], y_test[:512])).eigenvalue

@@ -86,7 +86,7 @@ def select_network(model, network):
             raise ValueError(
                 f"--network hwm needs an OKDPH model; this is a {type(model).__name__}."
             )
-        return "hwm", model.hwm
+        return "hwm", model.hybrid_model()
     students = model.students if isinstance(model, OKDPH) else [model]
     try:
         index = int(network)
@@ -199,7 +199,7 @@ def run_interpolate(args, origin, data):
     )
     print(f"Path from student {a} through the HWM to student {b}:")
     through = interpolation.interpolate_through(
-        [student_a, model.hwm, student_b],
+        [student_a, model.hybrid_model(), student_b],
         data,
         args.steps,
         batch_size=args.batch_size,

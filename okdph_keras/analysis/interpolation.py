@@ -79,7 +79,7 @@ def interpolate_through(
 ):
     """Loss and accuracy along the piecewise-linear path through `models` in order.
 
-    For OKDPH, `interpolate_through([students[0], okdph.hwm, students[1]], data)`
+    For OKDPH, `interpolate_through([students[0], okdph.hybrid_model(), students[1]], data)`
     goes from student 0 to the HWM (position 1) and on to student 1 (position 2).
 
     Args:
@@ -92,7 +92,7 @@ def interpolate_through(
         A `Curve` with positions `k + j / points_per_segment`.
 
     Example:
-        >>> path = interpolate_through([okdph.students[0], okdph.hwm, okdph.students[1]], (x, y))
+        >>> path = interpolate_through([okdph.students[0], okdph.hybrid_model(), okdph.students[1]], (x, y))
         >>> path.loss[len(path.loss) // 2]  # the HWM's loss
     """
     models = list(models)
