@@ -1,8 +1,6 @@
 """`OKDPH`: M peer students and their hybrid-weight model as one `keras.Model`."""
 
 import itertools
-import math
-import numbers
 import random
 import warnings
 
@@ -10,8 +8,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from okdph_keras import distribute, losses, methods, step, sync_batchnorm
+from okdph_keras import distribute, losses, methods, step, sync_batchnorm, validation
 from okdph_keras import hybrid as hybrid_lib
+from okdph_keras import students as students_lib
 
 
 @keras.saving.register_keras_serializable(package="okdph_keras")
@@ -97,29 +96,23 @@ class OKDPH(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.omega = _check_number("omega", omega, low=0.0, high=1.0)
-        self.beta = _check_number("beta", beta, low=0.0)
-        self.temperature = _check_number("temperature", temperature, low=0.0, low_open=True)
-        self.weight_decay = _check_number("weight_decay", weight_decay, low=0.0)
-        if hybrid not in hybrid_lib.HYBRID_MODES:
-            raise ValueError(
-                f"hybrid={hybrid!r} is not supported; expected one of {hybrid_lib.HYBRID_MODES}."
-            )
-        self.hybrid = hybrid
-        self.hwm_gradient = _check_bool("hwm_gradient", hwm_gradient)
+        check = validation.check_number
+        self.omega = check("omega", omega, low=0.0, high=1.0)
+        self.beta = check("beta", beta, low=0.0)
+        self.temperature = check("temperature", temperature, low=0.0, low_open=True)
+        self.weight_decay = check("weight_decay", weight_decay, low=0.0)
+        self.hybrid = validation.check_choice("hybrid", hybrid, hybrid_lib.HYBRID_MODES)
+        self.hwm_gradient = validation.check_bool("hwm_gradient", hwm_gradient)
         self._method = methods.get(objective, what="objective", trainable_by_model=True)
         self.objective = objective
-        self.sam_rho = _check_number("sam_rho", sam_rho, low=0.0)
-        self.sam_adaptive = _check_bool("sam_adaptive", sam_adaptive)
-        self.identical_init = _check_bool("identical_init", identical_init)
-        if seed is None:
-            seed = random.randrange(2**31)
-        elif not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
-            raise ValueError(f"seed must be an integer or None; got {seed!r}.")
-        self.seed = int(seed)
+        self.sam_rho = check("sam_rho", sam_rho, low=0.0)
+        self.sam_adaptive = validation.check_bool("sam_adaptive", sam_adaptive)
+        self.identical_init = validation.check_bool("identical_init", identical_init)
+        if seed is not None and not validation.is_integer(seed):
+            validation.fail("seed", seed, "an integer or None")
+        self.seed = random.randrange(2**31) if seed is None else int(seed)
 
-        students = _make_students(students, num_students)
-        _check_homogeneous(students)
+        students = students_lib.make_students(students, num_students)
         self.students = students
         self.num_students = len(students)
         # Global BatchNorm all-reduces inside the networks: an empty replica must run them too.
@@ -139,7 +132,6 @@ class OKDPH(keras.Model):
         )
         self.hwm_state = self._create_hwm_state()
         self._create_trackers()
-        self._image_rank = _input_rank(students[0])
         self._fuse_function = None
         self.built = True
 
@@ -347,7 +339,7 @@ class OKDPH(keras.Model):
 
     def call(self, inputs, training=False):
         """Logits `[B, M+1, num_classes]`: every student's, then the HWM's."""
-        views, _ = self._split_views(inputs)
+        views, _ = students_lib.split_views(inputs, self.students[0], self.num_students)
         student_logits, hwm_logits = step.network_logits(
             self.students,
             views,
@@ -374,85 +366,8 @@ class OKDPH(keras.Model):
             raise ValueError("OKDPH needs labels: feed (views, labels) pairs.")
         if sample_weight is not None:
             raise ValueError("OKDPH does not support sample weights.")
-        views, shared = self._split_views(x)
-        return views, self._check_labels(y), shared
-
-    def _split_views(self, x):
-        """Returns (one batch per network, whether all networks share one)."""
-        num_views = self.num_students + 1
-        if isinstance(x, (list, tuple)):
-            if len(x) != num_views:
-                raise ValueError(
-                    f"OKDPH with {self.num_students} students takes {num_views} views "
-                    f"(one per student, then the HWM); got {len(x)}."
-                )
-            views = list(x)
-            for index, view in enumerate(views):
-                _check_view(self.students[0], index, tf.TensorShape(getattr(view, "shape", None)))
-            return views, False
-        if isinstance(x, dict):
-            raise ValueError("OKDPH takes an image tensor or a tuple of views, not a dict.")
-        x = tf.convert_to_tensor(x)
-        rank = x.shape.rank
-        if rank == self._image_rank:
-            _check_view(self.students[0], 0, x.shape)
-            return [x] * num_views, True
-        if rank == self._image_rank + 1:
-            if x.shape[1] is not None and x.shape[1] != num_views:
-                raise ValueError(
-                    f"OKDPH with {self.num_students} students takes {num_views} views "
-                    f"on axis 1 of a [B, M+1, ...] tensor; got shape {x.shape}."
-                )
-            _check_view(self.students[0], 0, x.shape[:1] + x.shape[2:])
-            return tf.unstack(x, num=num_views, axis=1), False
-        raise ValueError(
-            f"OKDPH expected images of rank {self._image_rank} (one batch shared by "
-            f"every network) or rank {self._image_rank + 1} ([B, M+1, ...], one view "
-            f"per network); got shape {x.shape}."
-        )
-
-    def _check_labels(self, labels):
-        """Integer class indices `[B]`, checked in the graph to lie in `[0, num_classes)`.
-
-        The range check is a `tf.debugging.Assert` that the labels (hence the
-        losses and the update) depend on, so a bad batch stops the step before
-        any variable changes, in `tf.function` and under any strategy. XLA
-        (`jit_compile=True`) drops Assert ops: there, it checks nothing.
-        """
-        labels = tf.convert_to_tensor(labels)
-        if labels.shape.rank == 2 and labels.shape[-1] == 1:
-            labels = tf.squeeze(labels, axis=-1)
-        if labels.shape.rank != 1:
-            raise ValueError(
-                "OKDPH takes integer class indices of shape [B]; got labels of "
-                f"shape {labels.shape} (one-hot labels are not supported: pass their "
-                "argmax over the last axis)."
-            )
-        if labels.dtype.is_bool:
-            labels = tf.cast(labels, tf.int32)
-        if not (labels.dtype.is_integer or labels.dtype.is_floating):
-            raise ValueError(
-                f"OKDPH takes integer class indices as labels; got labels of dtype {labels.dtype.name}."
-            )
-        num_classes = _output_width(self.students[0])
-        if num_classes is None:  # unknown until called: the loss checks what it can
-            return tf.cast(labels, tf.int32)
-        # Compared before the cast, so that neither -0.5 nor 2**32 + 1 passes as a class.
-        outside = tf.logical_or(labels < 0, labels >= num_classes)
-        # The first bad position, or B when none; safe on an empty replica batch.
-        first = tf.argmax(tf.concat([tf.cast(outside, tf.int32), [1]], 0), output_type=tf.int32)
-        check = tf.debugging.Assert(
-            tf.logical_not(tf.reduce_any(outside)),
-            [
-                f"OKDPH: labels must be class indices in [0, {num_classes}) (the students "
-                f"output {num_classes} logits); got label",
-                tf.gather(tf.concat([labels, tf.zeros([1], labels.dtype)], 0), first),
-                "at batch position",
-                first,
-            ],
-        )
-        with tf.control_dependencies([check]):
-            return tf.cast(tf.identity(labels), tf.int32)
+        views, shared = students_lib.split_views(x, self.students[0], self.num_students)
+        return views, students_lib.check_labels(y, self.students[0]), shared
 
     # --------------------------------------------------------------- the HWM
     def hybrid_model(self):
@@ -489,7 +404,7 @@ class OKDPH(keras.Model):
         Args:
             gamma: fusion ratio in [0, 1]; 1 copies the HWM into every student.
         """
-        gamma = _check_number("gamma", gamma, low=0.0, high=1.0)
+        gamma = validation.check_number("gamma", gamma, low=0.0, high=1.0)
         if self._fuse_function is None:
             self._fuse_function = tf.function(self._fuse, autograph=False)
         self._fuse_function(tf.constant(gamma, tf.float32))
@@ -571,127 +486,3 @@ def _seed_states(model):
     for layer in model._flatten_layers(include_self=True, recursive=True):
         states += [generator.state for generator in layer._seed_generators]
     return states
-
-
-def _check_number(name, value, low=None, high=None, low_open=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number; got {value!r}.")
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and value > high
-    if too_low or too_high:
-        allowed = " and ".join(
-            part
-            for part in (
-                low is not None and f"{'>' if low_open else '>='} {low}",
-                high is not None and f"<= {high}",
-            )
-            if part
-        )
-        raise ValueError(f"{name}={value!r} is out of range; it must be {allowed}.")
-    return float(value)
-
-
-def _check_bool(name, value):
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False; got {value!r}.")
-    return value
-
-
-def _make_students(students, num_students):
-    if isinstance(students, keras.Model):
-        raise ValueError(
-            "OKDPH needs M students: pass a builder (a function returning a fresh "
-            "model) with num_students, or a list of models; got a single model."
-        )
-    if isinstance(students, (list, tuple)):
-        students = list(students)
-        if num_students is not None and num_students != len(students):
-            raise ValueError(
-                f"num_students={num_students!r} does not match the {len(students)} students given."
-            )
-    elif callable(students):
-        num_students = 2 if num_students is None else num_students
-        if isinstance(num_students, bool) or not isinstance(num_students, numbers.Integral):
-            raise ValueError(f"num_students must be an integer >= 2; got {num_students!r}.")
-        if num_students < 2:
-            raise ValueError(f"num_students={num_students} is out of range; OKDPH needs >= 2.")
-        students = [students() for _ in range(num_students)]
-    else:
-        raise ValueError(
-            "students must be a builder (a callable returning a keras.Model) or a "
-            f"list of keras.Model; got {type(students).__name__}."
-        )
-    if len(students) < 2:
-        raise ValueError(f"OKDPH needs at least 2 students; got {len(students)}.")
-    for m, student in enumerate(students):
-        if not isinstance(student, keras.Model):
-            raise ValueError(f"Student {m} is a {type(student).__name__}, not a keras.Model.")
-        if not student.built or not student.trainable_variables:
-            raise ValueError(
-                f"Student {m} ({student.name}) has no variables yet: build it before "
-                "handing it to OKDPH (start it with keras.Input, or call it on a batch)."
-            )
-    if len({id(s) for s in students}) != len(students):
-        raise ValueError("The same model object appears twice among the students.")
-    return students
-
-
-def _check_homogeneous(students):
-    reference = students[0]
-    for m, student in enumerate(students[1:], start=1):
-        for kind in ("trainable_variables", "non_trainable_variables"):
-            pairs = itertools.zip_longest(getattr(reference, kind), getattr(student, kind))
-            for index, (ref, var) in enumerate(pairs):
-                if ref is None or var is None or ref.shape != var.shape or ref.dtype != var.dtype:
-                    raise ValueError(
-                        "OKDPH students must be homogeneous (same variables, shapes and "
-                        f"dtypes in the same order). {kind}[{index}] differs: student 0 "
-                        f"has {_describe(ref)}, student {m} has {_describe(var)}."
-                    )
-
-
-def _describe(variable):
-    if variable is None:
-        return "no such variable"
-    return f"{variable.path} {tuple(variable.shape)} {variable.dtype}"
-
-
-def _check_view(student, index, shape):
-    """Fails if view `index`, of static `shape`, has another rank or channel count than
-    `student` takes; height and width may differ (fully convolutional students)."""
-    expected = _input_shape(student)
-    if expected is None or shape.rank is None:
-        return
-    channels = shape[-1] if shape.rank else None
-    if shape.rank != len(expected) or (
-        channels is not None and expected[-1] is not None and channels != expected[-1]
-    ):
-        raise ValueError(
-            f"OKDPH's students take images of shape {tuple(expected[1:])} ([B, H, W, C], "
-            f"{expected[-1]} channel(s)); view {index} has shape {tuple(shape)}."
-        )
-
-
-def _input_shape(model):
-    """The shape (batch included) of the images a student takes; None when unknown."""
-    try:
-        return tuple(model.inputs[0].shape)
-    except (AttributeError, IndexError, TypeError, ValueError):
-        return None
-
-
-def _output_width(model):
-    """The number of logits a student outputs; None when unknown (not functional)."""
-    try:
-        width = model.outputs[0].shape[-1]
-    except (AttributeError, IndexError, TypeError, ValueError):
-        return None
-    return None if width is None else int(width)
-
-
-def _input_rank(model):
-    """Rank (batch included) of the images a student takes; 4 when unknown."""
-    try:
-        return len(model.inputs[0].shape)
-    except (AttributeError, IndexError, TypeError, ValueError):
-        return 4

@@ -498,7 +498,7 @@ CASES = [
     pytest.param(
         okdph_unknown_hybrid,
         ValueError,
-        r"hybrid='median' is not supported; expected one of \('mean', 'dirichlet'\)",
+        r"hybrid='median' is not allowed; it must be one of \('mean', 'dirichlet'\)",
         id="okdph_unknown_hybrid",
     ),
     pytest.param(

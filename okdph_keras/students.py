@@ -1,0 +1,208 @@
+"""What `OKDPH` is given, checked: its students, the views of a batch, the labels.
+
+Every message names the bad value and what is allowed; nothing here trains.
+"""
+
+import itertools
+import numbers
+
+import keras
+import tensorflow as tf
+
+
+def make_students(students, num_students):
+    """The list of M >= 2 built, distinct, homogeneous students `OKDPH` was given.
+
+    Args:
+        students: a builder (a callable returning a fresh built model) or a list.
+        num_students: M for a builder (default 2); with a list, None or its length.
+    """
+    if isinstance(students, keras.Model):
+        raise ValueError(
+            "OKDPH needs M students: pass a builder (a function returning a fresh "
+            "model) with num_students, or a list of models; got a single model."
+        )
+    if isinstance(students, (list, tuple)):
+        students = list(students)
+        if num_students is not None and num_students != len(students):
+            raise ValueError(
+                f"num_students={num_students!r} does not match the {len(students)} students given."
+            )
+    elif callable(students):
+        num_students = 2 if num_students is None else num_students
+        if isinstance(num_students, bool) or not isinstance(num_students, numbers.Integral):
+            raise ValueError(f"num_students must be an integer >= 2; got {num_students!r}.")
+        if num_students < 2:
+            raise ValueError(f"num_students={num_students} is out of range; OKDPH needs >= 2.")
+        students = [students() for _ in range(num_students)]
+    else:
+        raise ValueError(
+            "students must be a builder (a callable returning a keras.Model) or a "
+            f"list of keras.Model; got {type(students).__name__}."
+        )
+    if len(students) < 2:
+        raise ValueError(f"OKDPH needs at least 2 students; got {len(students)}.")
+    for m, student in enumerate(students):
+        if not isinstance(student, keras.Model):
+            raise ValueError(f"Student {m} is a {type(student).__name__}, not a keras.Model.")
+        if not student.built or not student.trainable_variables:
+            raise ValueError(
+                f"Student {m} ({student.name}) has no variables yet: build it before "
+                "handing it to OKDPH (start it with keras.Input, or call it on a batch)."
+            )
+    if len({id(s) for s in students}) != len(students):
+        raise ValueError("The same model object appears twice among the students.")
+    _check_homogeneous(students)
+    return students
+
+
+def _check_homogeneous(students):
+    """Fails naming the first variable in which a student differs from student 0."""
+    reference = students[0]
+    for m, student in enumerate(students[1:], start=1):
+        for kind in ("trainable_variables", "non_trainable_variables"):
+            pairs = itertools.zip_longest(getattr(reference, kind), getattr(student, kind))
+            for index, (ref, var) in enumerate(pairs):
+                if ref is None or var is None or ref.shape != var.shape or ref.dtype != var.dtype:
+                    raise ValueError(
+                        "OKDPH students must be homogeneous (same variables, shapes and "
+                        f"dtypes in the same order). {kind}[{index}] differs: student 0 "
+                        f"has {_describe(ref)}, student {m} has {_describe(var)}."
+                    )
+
+
+def _describe(variable):
+    if variable is None:
+        return "no such variable"
+    return f"{variable.path} {tuple(variable.shape)} {variable.dtype}"
+
+
+def check_view(student, index, shape):
+    """Fails if view `index`, of static `shape`, has another rank or channel count than
+    `student` takes; height and width may differ (fully convolutional students)."""
+    expected = input_shape(student)
+    if expected is None or shape.rank is None:
+        return
+    channels = shape[-1] if shape.rank else None
+    if shape.rank != len(expected) or (
+        channels is not None and expected[-1] is not None and channels != expected[-1]
+    ):
+        raise ValueError(
+            f"OKDPH's students take images of shape {tuple(expected[1:])} ([B, H, W, C], "
+            f"{expected[-1]} channel(s)); view {index} has shape {tuple(shape)}."
+        )
+
+
+def input_shape(model):
+    """The shape (batch included) of the images a student takes; None when unknown."""
+    try:
+        return tuple(model.inputs[0].shape)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+
+
+def output_width(model):
+    """The number of logits a student outputs; None when unknown (not functional)."""
+    try:
+        width = model.outputs[0].shape[-1]
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+    return None if width is None else int(width)
+
+
+def input_rank(model):
+    """Rank (batch included) of the images a student takes; 4 when unknown."""
+    try:
+        return len(model.inputs[0].shape)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return 4
+
+
+def split_views(x, student, num_students):
+    """One image batch per network, and whether all networks share one.
+
+    Args:
+        x: a tuple of M+1 batches `[B, H, W, C]`, a tensor `[B, M+1, H, W, C]`,
+            or one batch `[B, H, W, C]` for every network.
+        student: a student, for the image rank and channels it takes.
+        num_students: M.
+
+    Returns:
+        `(views, shared)`: a list of M+1 batches, and whether they are one batch.
+    """
+    num_views = num_students + 1
+    image_rank = input_rank(student)
+    if isinstance(x, (list, tuple)):
+        if len(x) != num_views:
+            raise ValueError(
+                f"OKDPH with {num_students} students takes {num_views} views "
+                f"(one per student, then the HWM); got {len(x)}."
+            )
+        views = list(x)
+        for index, view in enumerate(views):
+            check_view(student, index, tf.TensorShape(getattr(view, "shape", None)))
+        return views, False
+    if isinstance(x, dict):
+        raise ValueError("OKDPH takes an image tensor or a tuple of views, not a dict.")
+    x = tf.convert_to_tensor(x)
+    rank = x.shape.rank
+    if rank == image_rank:
+        check_view(student, 0, x.shape)
+        return [x] * num_views, True
+    if rank == image_rank + 1:
+        if x.shape[1] is not None and x.shape[1] != num_views:
+            raise ValueError(
+                f"OKDPH with {num_students} students takes {num_views} views "
+                f"on axis 1 of a [B, M+1, ...] tensor; got shape {x.shape}."
+            )
+        check_view(student, 0, x.shape[:1] + x.shape[2:])
+        return tf.unstack(x, num=num_views, axis=1), False
+    raise ValueError(
+        f"OKDPH expected images of rank {image_rank} (one batch shared by "
+        f"every network) or rank {image_rank + 1} ([B, M+1, ...], one view "
+        f"per network); got shape {x.shape}."
+    )
+
+
+def check_labels(labels, student):
+    """Integer class indices `[B]`, checked in the graph to lie in `[0, num_classes)`.
+
+    The range check is a `tf.debugging.Assert` that the labels (hence the
+    losses and the update) depend on, so a bad batch stops the step before
+    any variable changes, in `tf.function` and under any strategy. XLA
+    (`jit_compile=True`) drops Assert ops: there, it checks nothing.
+    """
+    labels = tf.convert_to_tensor(labels)
+    if labels.shape.rank == 2 and labels.shape[-1] == 1:
+        labels = tf.squeeze(labels, axis=-1)
+    if labels.shape.rank != 1:
+        raise ValueError(
+            "OKDPH takes integer class indices of shape [B]; got labels of "
+            f"shape {labels.shape} (one-hot labels are not supported: pass their "
+            "argmax over the last axis)."
+        )
+    if labels.dtype.is_bool:
+        labels = tf.cast(labels, tf.int32)
+    if not (labels.dtype.is_integer or labels.dtype.is_floating):
+        raise ValueError(
+            f"OKDPH takes integer class indices as labels; got labels of dtype {labels.dtype.name}."
+        )
+    num_classes = output_width(student)
+    if num_classes is None:  # unknown until called: the loss checks what it can
+        return tf.cast(labels, tf.int32)
+    # Compared before the cast, so that neither -0.5 nor 2**32 + 1 passes as a class.
+    outside = tf.logical_or(labels < 0, labels >= num_classes)
+    # The first bad position, or B when none; safe on an empty replica batch.
+    first = tf.argmax(tf.concat([tf.cast(outside, tf.int32), [1]], 0), output_type=tf.int32)
+    check = tf.debugging.Assert(
+        tf.logical_not(tf.reduce_any(outside)),
+        [
+            f"OKDPH: labels must be class indices in [0, {num_classes}) (the students "
+            f"output {num_classes} logits); got label",
+            tf.gather(tf.concat([labels, tf.zeros([1], labels.dtype)], 0), first),
+            "at batch position",
+            first,
+        ],
+    )
+    with tf.control_dependencies([check]):
+        return tf.cast(tf.identity(labels), tf.int32)
