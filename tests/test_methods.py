@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from helpers import np_cross_entropy, np_distillation, randomize, tiny_student
 
-from okdph_keras import OKDPH, baselines, callbacks, methods, step, train
+from okdph_keras import OKDPH, baselines, callbacks, losses, methods, step, train
 from okdph_keras.config import Config
 
 
@@ -79,7 +79,7 @@ class HybridTeacher(methods.HybridDistillation):
 
     def distillation_terms(self, student_logits, hwm_logits, temperature):
         teacher = tf.stop_gradient(hwm_logits)
-        return [step.losses.distillation_loss(teacher, z, temperature) for z in student_logits]
+        return [losses.distillation_loss(teacher, z, temperature) for z in student_logits]
 
 
 methods.register(HybridTeacher("test_hwm_teacher"))
