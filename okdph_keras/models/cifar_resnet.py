@@ -2,13 +2,13 @@
 
 import keras
 
-from okdph_keras.models.layers import conv_bn
-from okdph_keras.models.resnet_blocks import basic_block, bottleneck_block, residual_stage
+from okdph_keras.models.layers import conv_bn, pooled_classifier
+from okdph_keras.models.resnet_blocks import basic_block, bottleneck_block, residual_stages
 
 CIFAR_INPUT_SHAPE = (32, 32, 3)
 
 
-def cifar_resnet(block, blocks_per_stage, num_classes, input_shape, name, **block_kwargs):
+def cifar_resnet(block, blocks_per_stage, *, num_classes, input_shape, name, **block_kwargs):
     """A CIFAR ResNet: 3x3 conv+BN+ReLU (16), three stages, average pool, dense.
 
     Args:
@@ -24,23 +24,14 @@ def cifar_resnet(block, blocks_per_stage, num_classes, input_shape, name, **bloc
         A built functional `keras.Model` mapping images to logits.
 
     Example:
-        >>> model = cifar_resnet(basic_block, (3, 3, 3), 10, (32, 32, 3), "resnet20")
+        >>> model = cifar_resnet(
+        ...     basic_block, (3, 3, 3), num_classes=10, input_shape=(32, 32, 3), name="resnet20"
+        ... )
     """
     inputs = keras.Input(shape=input_shape)
     x = conv_bn(inputs, 16, 3, name="stem")
-    for stage, (filters, num_blocks) in enumerate(zip((16, 32, 64), blocks_per_stage)):
-        x = residual_stage(
-            x,
-            block,
-            filters,
-            num_blocks,
-            strides=1 if stage == 0 else 2,
-            name=f"stage{stage + 1}",
-            **block_kwargs,
-        )
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = keras.layers.Dense(num_classes, name="logits")(x)
-    return keras.Model(inputs, outputs, name=name)
+    x = residual_stages(x, block, (16, 32, 64), blocks_per_stage, **block_kwargs)
+    return pooled_classifier(inputs, x, num_classes=num_classes, name=name)
 
 
 def resnet32(num_classes=10, input_shape=CIFAR_INPUT_SHAPE, name="resnet32"):
@@ -60,7 +51,9 @@ def resnet32(num_classes=10, input_shape=CIFAR_INPUT_SHAPE, name="resnet32"):
         >>> resnet32(100)(keras.ops.zeros((2, 32, 32, 3))).shape
         TensorShape([2, 100])
     """
-    return cifar_resnet(basic_block, (5, 5, 5), num_classes, input_shape, name)
+    return cifar_resnet(
+        basic_block, (5, 5, 5), num_classes=num_classes, input_shape=input_shape, name=name
+    )
 
 
 def resnet110(num_classes=10, input_shape=CIFAR_INPUT_SHAPE, name="resnet110"):
@@ -81,4 +74,6 @@ def resnet110(num_classes=10, input_shape=CIFAR_INPUT_SHAPE, name="resnet110"):
         >>> resnet110(10)(keras.ops.zeros((2, 32, 32, 3))).shape
         TensorShape([2, 10])
     """
-    return cifar_resnet(bottleneck_block, (12, 12, 12), num_classes, input_shape, name)
+    return cifar_resnet(
+        bottleneck_block, (12, 12, 12), num_classes=num_classes, input_shape=input_shape, name=name
+    )

@@ -2,7 +2,7 @@
 
 import keras
 
-from okdph_keras.models.layers import batch_norm, bn_relu_conv, conv
+from okdph_keras.models.layers import bn_relu, bn_relu_conv, conv, pooled_classifier
 
 
 def densenet_40_12(num_classes=10, input_shape=(32, 32, 3), name="densenet_40_12"):
@@ -38,8 +38,5 @@ def densenet_40_12(num_classes=10, input_shape=(32, 32, 3), name="densenet_40_12
         if block < 3:
             x = bn_relu_conv(x, int(x.shape[-1] * compression), 1, name=f"transition{block}")
             x = keras.layers.AveragePooling2D(2, name=f"transition{block}_pool")(x)
-    x = batch_norm(name="final_bn")(x)
-    x = keras.layers.ReLU(name="final_relu")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = keras.layers.Dense(num_classes, name="logits")(x)
-    return keras.Model(inputs, outputs, name=name)
+    x = bn_relu(x, name="final")
+    return pooled_classifier(inputs, x, num_classes=num_classes, name=name)

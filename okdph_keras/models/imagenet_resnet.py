@@ -2,13 +2,13 @@
 
 import keras
 
-from okdph_keras.models.layers import conv_bn
-from okdph_keras.models.resnet_blocks import basic_block, bottleneck_block, residual_stage
+from okdph_keras.models.layers import conv_bn, pooled_classifier
+from okdph_keras.models.resnet_blocks import basic_block, bottleneck_block, residual_stages
 
 IMAGENET_INPUT_SHAPE = (224, 224, 3)
 
 
-def imagenet_resnet(block, blocks_per_stage, num_classes, input_shape, name):
+def imagenet_resnet(block, blocks_per_stage, *, num_classes, input_shape, name):
     """7x7/2 conv+BN+ReLU (64), 3x3/2 max pool, four stages, average pool, dense.
 
     Args:
@@ -23,25 +23,17 @@ def imagenet_resnet(block, blocks_per_stage, num_classes, input_shape, name):
         A built functional `keras.Model` mapping images to logits.
 
     Example:
-        >>> model = imagenet_resnet(basic_block, (2, 2, 2, 2), 1000, (224, 224, 3), "resnet18")
+        >>> model = imagenet_resnet(
+        ...     basic_block, (2, 2, 2, 2), num_classes=1000, input_shape=(224, 224, 3), name="resnet18"
+        ... )
     """
     inputs = keras.Input(shape=input_shape)
     x = conv_bn(inputs, 64, 7, strides=2, name="stem")
     # Zero padding equals torch's -inf padding here: the inputs are post-ReLU.
     x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
     x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
-    for stage, (filters, num_blocks) in enumerate(zip((64, 128, 256, 512), blocks_per_stage)):
-        x = residual_stage(
-            x,
-            block,
-            filters,
-            num_blocks,
-            strides=1 if stage == 0 else 2,
-            name=f"stage{stage + 1}",
-        )
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = keras.layers.Dense(num_classes, name="logits")(x)
-    return keras.Model(inputs, outputs, name=name)
+    x = residual_stages(x, block, (64, 128, 256, 512), blocks_per_stage)
+    return pooled_classifier(inputs, x, num_classes=num_classes, name=name)
 
 
 def resnet18(num_classes=1000, input_shape=IMAGENET_INPUT_SHAPE, name="resnet18"):
@@ -59,7 +51,9 @@ def resnet18(num_classes=1000, input_shape=IMAGENET_INPUT_SHAPE, name="resnet18"
         >>> resnet18()(keras.ops.zeros((2, 224, 224, 3))).shape
         TensorShape([2, 1000])
     """
-    return imagenet_resnet(basic_block, (2, 2, 2, 2), num_classes, input_shape, name)
+    return imagenet_resnet(
+        basic_block, (2, 2, 2, 2), num_classes=num_classes, input_shape=input_shape, name=name
+    )
 
 
 def resnet34(num_classes=1000, input_shape=IMAGENET_INPUT_SHAPE, name="resnet34"):
@@ -77,7 +71,9 @@ def resnet34(num_classes=1000, input_shape=IMAGENET_INPUT_SHAPE, name="resnet34"
         >>> resnet34()(keras.ops.zeros((2, 224, 224, 3))).shape
         TensorShape([2, 1000])
     """
-    return imagenet_resnet(basic_block, (3, 4, 6, 3), num_classes, input_shape, name)
+    return imagenet_resnet(
+        basic_block, (3, 4, 6, 3), num_classes=num_classes, input_shape=input_shape, name=name
+    )
 
 
 def resnet50(num_classes=1000, input_shape=IMAGENET_INPUT_SHAPE, name="resnet50"):
@@ -97,4 +93,6 @@ def resnet50(num_classes=1000, input_shape=IMAGENET_INPUT_SHAPE, name="resnet50"
         >>> resnet50()(keras.ops.zeros((2, 224, 224, 3))).shape
         TensorShape([2, 1000])
     """
-    return imagenet_resnet(bottleneck_block, (3, 4, 6, 3), num_classes, input_shape, name)
+    return imagenet_resnet(
+        bottleneck_block, (3, 4, 6, 3), num_classes=num_classes, input_shape=input_shape, name=name
+    )

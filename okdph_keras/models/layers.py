@@ -1,4 +1,4 @@
-"""Conv / BatchNorm building blocks shared by every architecture here.
+"""Conv / BatchNorm building blocks and the classifier head shared by the architectures here.
 
 BatchNormalization uses momentum 0.9 and epsilon 1e-5 (torch's momentum 0.1 and
 eps 1e-5); convolutions are He-normal initialised. Strided convolutions pad
@@ -27,7 +27,7 @@ def batch_norm(name=None):
     return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
 
 
-def conv(x, filters, kernel_size, strides=1, use_bias=False, name=None):
+def conv(x, filters, kernel_size, *, strides=1, use_bias=False, name=None):
     """A He-normal 2-D convolution with torch's symmetric zero padding.
 
     Args:
@@ -50,8 +50,7 @@ def conv(x, filters, kernel_size, strides=1, use_bias=False, name=None):
     if strides > 1:
         padding = "valid"
         if kernel_size > 1:
-            pad_name = f"{name}_pad" if name else None
-            x = keras.layers.ZeroPadding2D(kernel_size // 2, name=pad_name)(x)
+            x = keras.layers.ZeroPadding2D(kernel_size // 2, name=_suffix(name, "pad"))(x)
     return keras.layers.Conv2D(
         filters,
         kernel_size,
@@ -63,14 +62,12 @@ def conv(x, filters, kernel_size, strides=1, use_bias=False, name=None):
     )(x)
 
 
-def conv_bn(x, filters, kernel_size, strides=1, relu=True, use_bias=False, name=None):
+def conv_bn(x, filters, kernel_size, *, strides=1, relu=True, use_bias=False, name=None):
     """Conv -> BatchNorm [-> ReLU] (post-activation, as in ResNet and VGG).
 
     Args:
         x: input tensor `[B, H, W, C]`.
-        filters: output channels.
-        kernel_size: odd square kernel size.
-        strides: stride of the convolution.
+        filters, kernel_size, strides: those of the convolution (see `conv`).
         relu: whether to end with a ReLU.
         use_bias: whether the convolution has a bias (redundant before BN, but
             some reference models keep it).
@@ -82,14 +79,33 @@ def conv_bn(x, filters, kernel_size, strides=1, relu=True, use_bias=False, name=
     Example:
         >>> y = conv_bn(x, 16, 3, name="stem")
     """
-    x = conv(x, filters, kernel_size, strides, use_bias, name=_suffix(name, "conv"))
+    x = conv(
+        x, filters, kernel_size, strides=strides, use_bias=use_bias, name=_suffix(name, "conv")
+    )
     x = batch_norm(name=_suffix(name, "bn"))(x)
     if relu:
         x = keras.layers.ReLU(name=_suffix(name, "relu"))(x)
     return x
 
 
-def bn_relu_conv(x, filters, kernel_size, name=None):
+def bn_relu(x, name=None):
+    """BatchNorm -> ReLU.
+
+    Args:
+        x: input tensor `[B, H, W, C]`.
+        name: prefix of the layers' names (`_bn`, `_relu`).
+
+    Returns:
+        The output tensor.
+
+    Example:
+        >>> y = bn_relu(x, name="final")
+    """
+    x = batch_norm(name=_suffix(name, "bn"))(x)
+    return keras.layers.ReLU(name=_suffix(name, "relu"))(x)
+
+
+def bn_relu_conv(x, filters, kernel_size, *, name=None):
     """BatchNorm -> ReLU -> bias-free conv (pre-activation, as in DenseNet).
 
     Args:
@@ -104,9 +120,27 @@ def bn_relu_conv(x, filters, kernel_size, name=None):
     Example:
         >>> y = bn_relu_conv(x, 48, 1, name="block1_layer1_1x1")
     """
-    x = batch_norm(name=_suffix(name, "bn"))(x)
-    x = keras.layers.ReLU(name=_suffix(name, "relu"))(x)
-    return conv(x, filters, kernel_size, name=_suffix(name, "conv"))
+    return conv(bn_relu(x, name), filters, kernel_size, name=_suffix(name, "conv"))
+
+
+def pooled_classifier(inputs, features, *, num_classes, name):
+    """Global average pooling (`avg_pool`) and a dense logits layer (`logits`), as a model.
+
+    Args:
+        inputs: the model's `keras.Input`.
+        features: the last feature map `[B, H, W, C]`.
+        num_classes: number of output logits.
+        name: the model's name.
+
+    Returns:
+        A functional `keras.Model` mapping `inputs` to the logits.
+
+    Example:
+        >>> model = pooled_classifier(inputs, x, num_classes=10, name="resnet32")
+    """
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
+    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name=name)
 
 
 def _suffix(name, suffix):

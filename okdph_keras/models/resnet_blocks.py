@@ -28,12 +28,12 @@ def basic_block(x, filters, strides=1, *, name):
         >>> y = basic_block(x, 32, strides=2, name="stage2_block1")
     """
     shortcut = _shortcut(x, filters, strides, name)
-    y = conv_bn(x, filters, 3, strides, name=f"{name}_1")
+    y = conv_bn(x, filters, 3, strides=strides, name=f"{name}_1")
     y = conv_bn(y, filters, 3, relu=False, name=f"{name}_2")
     return _merge(shortcut, y, name)
 
 
-def bottleneck_block(x, filters, strides=1, width_multiplier=1, *, name):
+def bottleneck_block(x, filters, strides=1, *, width_multiplier=1, name):
     """1x1 -> 3x3 -> 1x1 conv+BN (expansion 4), added to the shortcut, then ReLU.
 
     Args:
@@ -53,38 +53,39 @@ def bottleneck_block(x, filters, strides=1, width_multiplier=1, *, name):
     width = filters * width_multiplier
     shortcut = _shortcut(x, BOTTLENECK_EXPANSION * filters, strides, name)
     y = conv_bn(x, width, 1, name=f"{name}_1")
-    y = conv_bn(y, width, 3, strides, name=f"{name}_2")
+    y = conv_bn(y, width, 3, strides=strides, name=f"{name}_2")
     y = conv_bn(y, BOTTLENECK_EXPANSION * filters, 1, relu=False, name=f"{name}_3")
     return _merge(shortcut, y, name)
 
 
-def residual_stage(x, block, filters, num_blocks, strides, name, **block_kwargs):
-    """`num_blocks` residual blocks; only the first one strides.
+def residual_stages(x, block, stage_filters, blocks_per_stage, **block_kwargs):
+    """Stages of residual blocks; each stage after the first halves the size.
 
     Args:
         x: input tensor `[B, H, W, C]`.
         block: `basic_block` or `bottleneck_block`.
-        filters: the blocks' `filters`.
-        num_blocks: number of blocks.
-        strides: stride of the first block.
-        name: prefix of the layers' names (blocks are `{name}_block{i}`).
+        stage_filters: the blocks' `filters`, one per stage.
+        blocks_per_stage: number of blocks, one per stage.
         **block_kwargs: passed to every block (e.g. `width_multiplier`).
 
     Returns:
-        The output tensor.
+        The output tensor. Block `j` of stage `i` (from 1) is named
+        `stage{i}_block{j}`; only the first block of stages 2, 3, ... strides (2).
 
     Example:
-        >>> y = residual_stage(x, basic_block, 32, 5, strides=2, name="stage2")
+        >>> y = residual_stages(x, basic_block, (16, 32, 64), (5, 5, 5))
     """
-    for i in range(num_blocks):
-        x = block(x, filters, strides if i == 0 else 1, name=f"{name}_block{i + 1}", **block_kwargs)
+    for stage, (filters, num_blocks) in enumerate(zip(stage_filters, blocks_per_stage), start=1):
+        for index in range(1, num_blocks + 1):
+            strides = 2 if stage > 1 and index == 1 else 1
+            x = block(x, filters, strides, name=f"stage{stage}_block{index}", **block_kwargs)
     return x
 
 
 def _shortcut(x, channels, strides, name):
     if strides == 1 and x.shape[-1] == channels:
         return x
-    return conv_bn(x, channels, 1, strides, relu=False, name=f"{name}_proj")
+    return conv_bn(x, channels, 1, strides=strides, relu=False, name=f"{name}_proj")
 
 
 def _merge(shortcut, residual, name):

@@ -2,6 +2,8 @@
 
 import keras
 
+from okdph_keras.models import layers
+
 
 def small_cnn(input_shape=(8, 8, 1), num_classes=10, width=16, batch_norm=True, name="small_cnn"):
     """Three 3x3 conv blocks, global average pooling and a dense logits layer.
@@ -25,15 +27,9 @@ def small_cnn(input_shape=(8, 8, 1), num_classes=10, width=16, batch_norm=True, 
     inputs = keras.Input(shape=input_shape)
     x = inputs
     for block, channels in enumerate((width, 2 * width, 4 * width)):
-        x = keras.layers.Conv2D(
-            channels,
-            3,
-            padding="same",
-            use_bias=not batch_norm,
-            kernel_initializer="he_normal",
-        )(x)
+        x = layers.conv(x, channels, 3, use_bias=not batch_norm)
         if batch_norm:
-            x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(x)
+            x = layers.batch_norm()(x)
         x = keras.layers.ReLU()(x)
         if block == 1:
             x = keras.layers.MaxPooling2D()(x)

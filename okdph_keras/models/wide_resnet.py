@@ -24,8 +24,8 @@ def wrn_20_8(num_classes=10, input_shape=CIFAR_INPUT_SHAPE, name="wrn_20_8"):
     return cifar_resnet(
         bottleneck_block,
         (2, 2, 2),
-        num_classes,
-        input_shape,
-        name,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        name=name,
         width_multiplier=8,
     )
