@@ -90,3 +90,13 @@ def test_every_builder_is_exported():
     assert {"small_cnn", *CIFAR_PARAMS, *TORCHVISION_PARAMS} == set(MODELS)
     for name, builder in MODELS.items():
         assert getattr(models, name) is builder
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_builder_documents_its_arguments(name):
+    builder = MODELS[name]
+    doc = inspect.getdoc(builder)
+    assert doc.index("Args:") < doc.index("Returns:") < doc.index("Example:"), name
+    for parameter in inspect.signature(builder).parameters:
+        assert f"    {parameter}: " in doc, (name, parameter)
+    assert f">>> {name}" in doc or f">>> model = {name}" in doc, name

@@ -2,6 +2,7 @@
 
 import keras
 
+from okdph_keras.models.builders import documented_builder
 from okdph_keras.models.layers import conv_bn, pooled_classifier
 from okdph_keras.models.resnet_blocks import basic_block, bottleneck_block, residual_stages
 
@@ -34,45 +35,23 @@ def cifar_resnet(block, blocks_per_stage, *, num_classes, input_shape, name, **b
     return pooled_classifier(inputs, x, num_classes=num_classes, name=name)
 
 
+@documented_builder
 def resnet32(num_classes=10, input_shape=CIFAR_INPUT_SHAPE, name="resnet32"):
     """ResNet-32: basic blocks [5, 5, 5], widths 16/32/64.
 
     Trainable parameters: 466,906 (10 classes) / 472,756 (100 classes).
-
-    Args:
-        num_classes: number of output logits.
-        input_shape: `(H, W, C)` of the images.
-        name: the model's name.
-
-    Returns:
-        A built functional `keras.Model` mapping images to logits.
-
-    Example:
-        >>> resnet32(100)(keras.ops.zeros((2, 32, 32, 3))).shape
-        TensorShape([2, 100])
     """
     return cifar_resnet(
         basic_block, (5, 5, 5), num_classes=num_classes, input_shape=input_shape, name=name
     )
 
 
+@documented_builder
 def resnet110(num_classes=10, input_shape=CIFAR_INPUT_SHAPE, name="resnet110"):
     """ResNet-110 of the reference: bottleneck blocks [12, 12, 12], outputs 64/128/256.
 
     Not the 1.7M-parameter basic-block ResNet-110 of He et al.
     Trainable parameters: 1,147,738 (10 classes) / 1,170,868 (100 classes).
-
-    Args:
-        num_classes: number of output logits.
-        input_shape: `(H, W, C)` of the images.
-        name: the model's name.
-
-    Returns:
-        A built functional `keras.Model` mapping images to logits.
-
-    Example:
-        >>> resnet110(10)(keras.ops.zeros((2, 32, 32, 3))).shape
-        TensorShape([2, 10])
     """
     return cifar_resnet(
         bottleneck_block, (12, 12, 12), num_classes=num_classes, input_shape=input_shape, name=name

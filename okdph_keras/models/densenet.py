@@ -2,9 +2,11 @@
 
 import keras
 
+from okdph_keras.models.builders import documented_builder
 from okdph_keras.models.layers import bn_relu, bn_relu_conv, conv, pooled_classifier
 
 
+@documented_builder
 def densenet_40_12(num_classes=10, input_shape=(32, 32, 3), name="densenet_40_12"):
     """DenseNet-BC: 3x3 conv (24), three dense blocks of 6 bottleneck layers, 0.5 compression.
 
@@ -13,18 +15,6 @@ def densenet_40_12(num_classes=10, input_shape=(32, 32, 3), name="densenet_40_12
     halving the channels, then 2x2 average pooling. Channels: 24 -> 96 -> 48
     -> 120 -> 60 -> 132, then BN, ReLU, global average pool, dense. Convs have
     no bias. Trainable parameters: 176,122 (10 classes) / 188,092 (100 classes).
-
-    Args:
-        num_classes: number of output logits.
-        input_shape: `(H, W, C)` of the images.
-        name: the model's name.
-
-    Returns:
-        A built functional `keras.Model` mapping images to logits.
-
-    Example:
-        >>> densenet_40_12(100)(keras.ops.zeros((2, 32, 32, 3))).shape
-        TensorShape([2, 100])
     """
     growth_rate, layers_per_block, compression, bottleneck_factor = 12, 6, 0.5, 4
     inputs = keras.Input(shape=input_shape)

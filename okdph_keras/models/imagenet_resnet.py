@@ -2,6 +2,7 @@
 
 import keras
 
+from okdph_keras.models.builders import documented_builder
 from okdph_keras.models.layers import conv_bn, pooled_classifier
 from okdph_keras.models.resnet_blocks import basic_block, bottleneck_block, residual_stages
 
@@ -36,62 +37,27 @@ def imagenet_resnet(block, blocks_per_stage, *, num_classes, input_shape, name):
     return pooled_classifier(inputs, x, num_classes=num_classes, name=name)
 
 
+@documented_builder
 def resnet18(num_classes=1000, input_shape=IMAGENET_INPUT_SHAPE, name="resnet18"):
-    """ResNet-18: basic blocks [2, 2, 2, 2]. 11,689,512 trainable parameters (1000 classes).
-
-    Args:
-        num_classes: number of output logits.
-        input_shape: `(H, W, C)` of the images.
-        name: the model's name.
-
-    Returns:
-        A built functional `keras.Model` mapping images to logits.
-
-    Example:
-        >>> resnet18()(keras.ops.zeros((2, 224, 224, 3))).shape
-        TensorShape([2, 1000])
-    """
+    """ResNet-18: basic blocks [2, 2, 2, 2]. 11,689,512 trainable parameters (1000 classes)."""
     return imagenet_resnet(
         basic_block, (2, 2, 2, 2), num_classes=num_classes, input_shape=input_shape, name=name
     )
 
 
+@documented_builder
 def resnet34(num_classes=1000, input_shape=IMAGENET_INPUT_SHAPE, name="resnet34"):
-    """ResNet-34: basic blocks [3, 4, 6, 3]. 21,797,672 trainable parameters (1000 classes).
-
-    Args:
-        num_classes: number of output logits.
-        input_shape: `(H, W, C)` of the images.
-        name: the model's name.
-
-    Returns:
-        A built functional `keras.Model` mapping images to logits.
-
-    Example:
-        >>> resnet34()(keras.ops.zeros((2, 224, 224, 3))).shape
-        TensorShape([2, 1000])
-    """
+    """ResNet-34: basic blocks [3, 4, 6, 3]. 21,797,672 trainable parameters (1000 classes)."""
     return imagenet_resnet(
         basic_block, (3, 4, 6, 3), num_classes=num_classes, input_shape=input_shape, name=name
     )
 
 
+@documented_builder
 def resnet50(num_classes=1000, input_shape=IMAGENET_INPUT_SHAPE, name="resnet50"):
     """ResNet-50 (v1.5, stride on the 3x3 conv): bottleneck blocks [3, 4, 6, 3].
 
     25,557,032 trainable parameters (1000 classes).
-
-    Args:
-        num_classes: number of output logits.
-        input_shape: `(H, W, C)` of the images.
-        name: the model's name.
-
-    Returns:
-        A built functional `keras.Model` mapping images to logits.
-
-    Example:
-        >>> resnet50()(keras.ops.zeros((2, 224, 224, 3))).shape
-        TensorShape([2, 1000])
     """
     return imagenet_resnet(
         bottleneck_block, (3, 4, 6, 3), num_classes=num_classes, input_shape=input_shape, name=name

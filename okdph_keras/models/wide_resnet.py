@@ -1,25 +1,15 @@
 """Wide ResNet-20-8 for 32x32 images: the CIFAR bottleneck ResNet, 8x wider inside."""
 
+from okdph_keras.models.builders import documented_builder
 from okdph_keras.models.cifar_resnet import CIFAR_INPUT_SHAPE, cifar_resnet
 from okdph_keras.models.resnet_blocks import bottleneck_block
 
 
+@documented_builder
 def wrn_20_8(num_classes=10, input_shape=CIFAR_INPUT_SHAPE, name="wrn_20_8"):
     """WRN-20-8: bottleneck blocks [2, 2, 2], inner width 128/256/512, outputs 64/128/256.
 
     Trainable parameters: 6,848,090 (10 classes) / 6,871,220 (100 classes).
-
-    Args:
-        num_classes: number of output logits.
-        input_shape: `(H, W, C)` of the images.
-        name: the model's name.
-
-    Returns:
-        A built functional `keras.Model` mapping images to logits.
-
-    Example:
-        >>> wrn_20_8(100)(keras.ops.zeros((2, 32, 32, 3))).shape
-        TensorShape([2, 100])
     """
     return cifar_resnet(
         bottleneck_block,
