@@ -569,7 +569,7 @@ CASES = [
     pytest.param(
         unknown_model_name,
         ValueError,
-        r"Unknown model 'resnet9000'; known models: \[.*'resnet32'",
+        r"name='resnet9000' is not allowed; it must be one of \(.*'resnet32'",
         id="get_model_unknown_name",
     ),
     pytest.param(

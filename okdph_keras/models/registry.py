@@ -6,6 +6,7 @@ from okdph_keras.models.imagenet_resnet import resnet18, resnet34, resnet50
 from okdph_keras.models.small_cnn import small_cnn
 from okdph_keras.models.vgg import vgg16
 from okdph_keras.models.wide_resnet import wrn_20_8
+from okdph_keras.validation import check_choice
 
 MODELS = {
     "small_cnn": small_cnn,
@@ -42,8 +43,7 @@ def get_model(name, /, num_classes, input_shape=None, **kwargs):
         >>> builder = lambda: get_model("resnet32", 100)
         >>> okdph_keras.OKDPH(builder, num_students=2)
     """
-    if name not in MODELS:
-        raise ValueError(f"Unknown model {name!r}; known models: {sorted(MODELS)}.")
+    check_choice("name", name, sorted(MODELS))
     if input_shape is not None:
         kwargs["input_shape"] = input_shape
     return MODELS[name](num_classes=num_classes, **kwargs)
