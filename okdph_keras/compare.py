@@ -36,7 +36,8 @@ def method_config(base, method, seed, output_dir):
         output_dir: the comparison's directory.
 
     Returns:
-        A validated `Config` named `<method>_seed<seed>`.
+        A validated `Config` named `<method>_seed<seed>`, with the method's
+        settings where `base` leaves them unset.
     """
     registered = methods.get(method)
     overrides = dict(registered.config_overrides, method=registered.config_method)
@@ -49,7 +50,7 @@ def method_config(base, method, seed, output_dir):
         saved_models_dir=os.path.join(output_dir, "saved_models"),
     )
     validate(config)
-    return config
+    return config.resolved()
 
 
 def compare(base, methods, seeds, output_dir, flatness_radius=0.05, strategy=None):

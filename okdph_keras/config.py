@@ -1,120 +1,125 @@
-"""Experiment configuration: plain data, with the reference recipe's defaults."""
+"""Experiment configuration: plain data; the method fills in what is left unset.
+
+Every field is a recipe flag of the same name (`recipes/common.py` derives the flags
+from the fields and their help), and a key of a run's `config.json`.
+"""
 
 import dataclasses
 import math
-import numbers
 
-from okdph_keras import methods
+from okdph_keras import hyperparameters, methods, validation
 
-# (dataset, model) -> (omega, beta, fusion gamma, fusion interval, fusion unit),
-# the reference code's table (METHOD.md).
-REFERENCE_HYPERPARAMETERS = {
-    ("cifar10", "resnet32"): (0.8, 0.8, 0.5, 1, "epoch"),
-    ("cifar10", "vgg16"): (0.3, 0.3, 1.0, 1, "epoch"),
-    ("cifar10", "densenet_40_12"): (0.8, 0.8, 0.5, 5, "batch"),
-    ("cifar10", "wrn_20_8"): (0.8, 0.8, 0.5, 1, "epoch"),
-    ("cifar10", "resnet110"): (0.8, 0.8, 0.5, 5, "batch"),
-    ("cifar100", "resnet32"): (1.0, 0.5, 1.0, 5, "batch"),
-    ("cifar100", "vgg16"): (0.3, 0.3, 1.0, 1, "epoch"),
-    ("cifar100", "densenet_40_12"): (1.0, 0.5, 0.5, 5, "batch"),
-    ("cifar100", "wrn_20_8"): (0.5, 0.5, 0.5, 5, "batch"),
-    ("cifar100", "resnet110"): (0.8, 0.8, 0.5, 5, "batch"),
-}
-# The paper's defaults, for pairs the table does not list.
-PAPER_DEFAULTS = (0.8, 0.8, 0.5, 1, "epoch")
+STYLES = ("cifar", "imagenet")
+
+
+def _field(help, default=dataclasses.MISSING, *, flag=True, item=None, choices=()):
+    """A `Config` field and what its flag needs: one line of help, whether it is a flag,
+    the type of a tuple's items, the allowed values."""
+    metadata = {"help": help, "flag": flag, "item": item, "choices": choices}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _hyperparameter(name):
+    """A method hyperparameter: None (the default) means "the method's default"."""
+    spec = hyperparameters.HYPERPARAMETERS[name]
+    return _field(spec.help, None, choices=spec.choices)
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Everything one training run depends on. JSON-serialisable.
 
-    Attributes:
-        dataset: a TFDS name (`"cifar10"`, `"cifar100"`, `"imagenet2012"`, ...)
-            or `"image_folder"` (then `data_dir` is the tree's root).
-        data_dir: TFDS data directory, or the image tree's root.
-        model: an architecture name of `okdph_keras.models.MODELS`.
-        views: one view name per network: the students', then the HWM's.
-        style: `"cifar"` (pad-and-crop views) or `"imagenet"` (random resized crop).
-        image_size: side of the square images the networks see.
-        normalization: `(mean, std)` per channel, for images scaled to [0, 1].
-        epochs, batch_size: the schedule; `batch_size` is the global batch.
-        learning_rate, momentum: SGD's.
-        lr_decay_epochs: fractions of `epochs` at which the learning rate is
-            multiplied by `lr_decay`.
-        weight_decay: coupled L2 (torch `SGD(weight_decay=...)`).
-        omega, beta, temperature, hybrid, hwm_gradient: `OKDPH` options.
-        fusion_gamma, fusion_every, fusion_unit: `Fusion` options (OKDPH
-            only; gamma 0: no fusion).
-        method: one of `methods.run_names()`. `"okdph"` is the method; `"independent"`,
-            `"dml"` and `"kdcl"` train the same students with another
-            objective (`okdph_keras.step.forward`); `"sam"`, `"swa"` and
-            `"ema"` train independent students with sharpness-aware
-            gradients, stochastic weight averaging or a weight EMA.
-        sam_rho, sam_adaptive: SAM's radius, and ASAM instead of SAM.
-        swa_start: fraction of the epochs after which SWA averages (every
-            epoch end from there on).
-        ema_momentum: the weight EMA's momentum.
-        sync_bn: BatchNormalization with global batch statistics across
-            replicas and workers (`distribute.with_synchronized_batchnorm`).
-        noise_mean, noise_std: Gaussian noise added after normalisation, to
-            training and test images (0 std: none).
-        validation_fraction: fraction of each class of the training split held
-            out for validation, which chooses the exported student (0: none;
-            then student 0 is exported). The paper trains on the whole split:
-            pass 0 to reproduce its setting exactly.
-        data_fraction: fraction of each class kept for training (1: all), of
-            what remains after the validation split.
-        seed: seeds initialisation, shuffling, augmentation and coefficients.
-        smoke: a seconds-long run on a tiny slice, for trying a recipe out.
-        output_dir: where run directories go.
-        run_name: the run directory's name (and the exported student's).
-        saved_models_dir: where the best student is exported, to
-            `<saved_models_dir>/<run_name>/` whatever `output_dir` is; a
-            student another run directory exported there is never
-            overwritten (`train.run` refuses before training).
+    Each field's help is `dataclasses.fields(Config)[i].metadata["help"]` (the recipes'
+    `--help` shows it). The method's hyperparameters (`okdph_keras.hyperparameters`)
+    default to None, "the method's default"; `resolved()` fills them in from the
+    method (`okdph_keras.methods`), which `train.run` does before anything else, so a
+    run directory's `config.json` records every value the run used.
+
+    Example:
+        >>> config = Config("cifar10", "resnet32", ("hflip", "cutout", "none"), "cifar", 32,
+        ...                 ((0.49, 0.48, 0.45), (0.25, 0.24, 0.26)), method="dml")
+        >>> config.beta, config.resolved().beta
+        (None, 0.8)
     """
 
-    dataset: str
-    model: str
-    views: tuple
-    style: str
-    image_size: int
-    normalization: tuple
-    data_dir: str = None
-    epochs: int = 300
-    batch_size: int = 128
-    learning_rate: float = 0.1
-    momentum: float = 0.9
-    lr_decay_epochs: tuple = (0.5, 0.75)
-    lr_decay: float = 0.1
-    weight_decay: float = 5e-4
-    omega: float = 0.8
-    beta: float = 0.8
-    temperature: float = 4.0
-    hybrid: str = "mean"
-    hwm_gradient: bool = True
-    fusion_gamma: float = 0.5
-    fusion_every: int = 1
-    fusion_unit: str = "epoch"
-    sync_bn: bool = False
-    method: str = "okdph"
-    sam_rho: float = 0.05
-    sam_adaptive: bool = False
-    swa_start: float = 0.75
-    ema_momentum: float = 0.999
-    noise_mean: float = 0.0
-    noise_std: float = 0.0
-    validation_fraction: float = 0.1
-    data_fraction: float = 1.0
-    seed: int = 42
-    smoke: bool = False
-    output_dir: str = "runs"
-    run_name: str = None
-    saved_models_dir: str = "saved_models"
+    dataset: str = _field(
+        "A TFDS name (cifar10, cifar100, imagenet2012, ...) or image_folder.", flag=False
+    )
+    model: str = _field("Student architecture (okdph_keras.models.MODELS).")
+    views: tuple = _field(
+        "One view per network, students then HWM (default: the dataset's).", item=str
+    )
+    style: str = _field(
+        "Augmentation style: cifar (pad and crop) or imagenet (resized crop).",
+        choices=STYLES,
+    )
+    image_size: int = _field("Side of the square images the networks see.")
+    normalization: tuple = _field("Per-channel (mean, std) of images in [0, 1].", flag=False)
+    data_dir: str = _field("TFDS data directory, or the root of an image tree.", None)
+    epochs: int = _field("Epochs.", 300)
+    batch_size: int = _field("Global batch size.", 128)
+    learning_rate: float = _field("SGD learning rate.", 0.1)
+    momentum: float = _field("SGD momentum.", 0.9)
+    lr_decay_epochs: tuple = _field(
+        "Fractions of the epochs where the learning rate is multiplied by --lr_decay.",
+        (0.5, 0.75),
+        item=float,
+    )
+    lr_decay: float = _field("Learning-rate decay factor.", 0.1)
+    weight_decay: float = _field("Coupled L2, torch-style SGD(weight_decay=...).", 5e-4)
+    method: str = _field("Training method.", "okdph", choices=methods.run_names())
+    omega: float = _hyperparameter("omega")
+    beta: float = _hyperparameter("beta")
+    temperature: float = _hyperparameter("temperature")
+    hybrid: str = _hyperparameter("hybrid")
+    hwm_gradient: bool = _hyperparameter("hwm_gradient")
+    fusion_gamma: float = _hyperparameter("fusion_gamma")
+    fusion_every: int = _hyperparameter("fusion_every")
+    fusion_unit: str = _hyperparameter("fusion_unit")
+    sam_rho: float = _hyperparameter("sam_rho")
+    sam_adaptive: bool = _hyperparameter("sam_adaptive")
+    swa_start: float = _hyperparameter("swa_start")
+    ema_momentum: float = _hyperparameter("ema_momentum")
+    sync_bn: bool = _field("Synchronise BatchNorm statistics across replicas and workers.", False)
+    noise_mean: float = _field("Mean of Gaussian input noise after normalisation.", 0.0)
+    noise_std: float = _field(
+        "Std of Gaussian noise added after normalisation, to training and test images.", 0.0
+    )
+    validation_fraction: float = _field(
+        "Fraction of each training class held out to choose the exported student "
+        "(0 trains on the whole split, as the paper).",
+        0.1,
+    )
+    data_fraction: float = _field(
+        "Fraction of each class kept for training, after the validation split.", 1.0
+    )
+    seed: int = _field("Seeds initialisation, shuffling, augmentation and coefficients.", 42)
+    smoke: bool = _field("A seconds-long run on a tiny slice, for trying a recipe out.", False)
+    output_dir: str = _field("Where run directories go.", "runs")
+    run_name: str = _field(
+        "Run directory name (default: from dataset, model, method, M and seed).", None
+    )
+    saved_models_dir: str = _field(
+        "Where the best student is exported, as <dir>/<run name>/student.keras, whatever "
+        "--output_dir; a student another run directory exported is never overwritten.",
+        "saved_models",
+    )
 
     @property
     def num_students(self):
         return len(self.views) - 1
+
+    def resolved(self):
+        """This config with every unset hyperparameter set to the method's default.
+
+        Raises:
+            ValueError: for an unknown method or a bad hyperparameter.
+        """
+        names = hyperparameters.HYPERPARAMETERS
+        settings = methods.get(self.method, what="method").settings(
+            {name: getattr(self, name) for name in names}, dataset=self.dataset, model=self.model
+        )
+        return dataclasses.replace(self, **settings)
 
     def to_json_dict(self):
         return dataclasses.asdict(self)
@@ -149,10 +154,7 @@ def default_views(dataset_kind, num_students=2):
 
     if dataset_kind not in DEFAULT_VIEWS:
         raise ValueError(f"No default views for {dataset_kind!r}; known: {sorted(DEFAULT_VIEWS)}.")
-    if isinstance(num_students, bool) or not isinstance(num_students, int) or num_students < 2:
-        raise ValueError(
-            f"num_students={num_students!r} is not allowed; it must be an integer >= 2."
-        )
+    validation.check_integer("num_students", num_students, low=2)
     if num_students == 4 and dataset_kind != "imagenet":
         return ("hflip", "cutout", "randaugment", "autoaugment", "none")
     *students, hwm = DEFAULT_VIEWS[dataset_kind]
@@ -160,7 +162,7 @@ def default_views(dataset_kind, num_students=2):
 
 
 def reference_config(dataset, model, views, style, image_size, normalization, **overrides):
-    """A `Config` with the reference recipe's hyperparameters for `(dataset, model)`.
+    """A validated `Config` of the reference recipe, its method's settings filled in.
 
     Args:
         dataset, model, views, style, image_size, normalization: see `Config`.
@@ -169,16 +171,15 @@ def reference_config(dataset, model, views, style, image_size, normalization, **
 
     Returns:
         A validated `Config` whose `run_name` defaults to
-        `<dataset>_<model>_m<M>_seed<seed>` (with `_smoke` for smoke runs).
+        `<dataset>_<model>[_<method>]_m<M>_seed<seed>` (with `_smoke` for smoke runs).
+        Its unset hyperparameters are left to the method (`Config.resolved()`):
+        for OKDPH, the reference code's table for `(dataset, model)`.
 
     Example:
         >>> reference_config("cifar10", "vgg16", ("hflip", "cutout", "randaugment"),
-        ...                  "cifar", 32, ((0.49, 0.48, 0.45), (0.20, 0.20, 0.20))).omega
+        ...                  "cifar", 32, ((0.49, 0.48, 0.45), (0.20, 0.20, 0.20))).resolved().omega
         0.3
     """
-    omega, beta, gamma, every, unit = REFERENCE_HYPERPARAMETERS.get(
-        (dataset, model), PAPER_DEFAULTS
-    )
     values = dict(
         dataset=dataset,
         model=model,
@@ -186,21 +187,15 @@ def reference_config(dataset, model, views, style, image_size, normalization, **
         style=style,
         image_size=image_size,
         normalization=_as_tuple(normalization),
-        omega=omega,
-        beta=beta,
-        fusion_gamma=gamma,
-        fusion_every=every,
-        fusion_unit=unit,
     )
     if overrides.get("smoke"):
         values.update(epochs=2, batch_size=16, image_size=min(image_size, 64))
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["views"] = tuple(values["views"])
     if values.get("run_name") is None:
-        method = values.get("method", Config.method)
-        name = f"{values['dataset']}_{values['model']}" + methods.get(method).run_name_suffix
-        name += f"_m{len(values['views']) - 1}"
-        name += f"_seed{values.get('seed', Config.seed)}"
+        method = methods.get(values.get("method", Config.method), what="method")
+        name = f"{values['dataset']}_{values['model']}{method.run_name_suffix}"
+        name += f"_m{len(values['views']) - 1}_seed{values.get('seed', Config.seed)}"
         values["run_name"] = name + ("_smoke" if values.get("smoke") else "")
     config = Config(**values)
     validate(config)
@@ -210,81 +205,54 @@ def reference_config(dataset, model, views, style, image_size, normalization, **
 def validate(config):
     """Raises `ValueError` naming the first bad field of `config` and what is allowed."""
     from okdph_keras.data import views as views_lib  # noqa: PLC0415 (data imports config-free)
-    from okdph_keras.hybrid import HYBRID_MODES  # noqa: PLC0415
     from okdph_keras.models import MODELS  # noqa: PLC0415
 
-    def fail(name, allowed):
-        raise ValueError(f"{name}={getattr(config, name)!r} is not allowed; {allowed}.")
-
-    if config.model not in MODELS:
-        fail("model", f"known models: {sorted(MODELS)}")
-    if len(config.views) < 3:
-        fail("views", "give one view per network: at least 2 students, then the HWM")
-    unknown = [v for v in config.views if v not in views_lib.VIEW_NAMES]
-    if unknown:
-        raise ValueError(f"Unknown view {unknown[0]!r}; known views: {list(views_lib.VIEW_NAMES)}.")
-    if config.style not in ("cifar", "imagenet"):
-        fail("style", "expected 'cifar' or 'imagenet'")
-    for name in ("epochs", "batch_size", "image_size", "fusion_every"):
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            fail(name, "it must be an integer >= 1")
-    for name, low, high in (
-        ("learning_rate", 0.0, math.inf),
-        ("momentum", 0.0, 1.0),
-        ("lr_decay", 0.0, 1.0),
-        ("weight_decay", 0.0, math.inf),
-        ("noise_std", 0.0, math.inf),
-        ("omega", 0.0, 1.0),
-        ("beta", 0.0, math.inf),
-        ("fusion_gamma", 0.0, 1.0),
+    validation.check_choice("method", config.method, methods.run_names())
+    config.resolved()  # the method's hyperparameters
+    validation.check_choice("model", config.model, sorted(MODELS))
+    if not isinstance(config.views, (tuple, list)) or len(config.views) < 3:
+        validation.fail(
+            "views", config.views, "one view per network: at least 2 students, then the HWM"
+        )
+    for view in config.views:
+        validation.check_choice("view", view, views_lib.VIEW_NAMES)
+    validation.check_choice("style", config.style, STYLES)
+    for name in ("epochs", "batch_size", "image_size"):
+        validation.check_integer(name, getattr(config, name), low=1)
+    for name in ("learning_rate", "weight_decay", "noise_std"):
+        validation.check_number(name, getattr(config, name), low=0.0)
+    validation.check_number("momentum", config.momentum, low=0.0, high=1.0)
+    validation.check_number("lr_decay", config.lr_decay, low=0.0, high=1.0)
+    validation.check_number("noise_mean", config.noise_mean)
+    validation.check_number("data_fraction", config.data_fraction, low=0.0, low_open=True, high=1.0)
+    validation.check_number(
+        "validation_fraction", config.validation_fraction, low=0.0, high=1.0, high_open=True
+    )
+    fractions = config.lr_decay_epochs
+    if not isinstance(fractions, (tuple, list)) or not all(
+        validation.is_number(f) and 0.0 < f < 1.0 for f in fractions
     ):
-        if not _is_number(getattr(config, name)) or not low <= getattr(config, name) <= high:
-            fail(name, f"it must be a number in [{low}, {high}{')' if high == math.inf else ']'}")
-    if not _is_number(config.temperature) or not 0.0 < config.temperature < math.inf:
-        fail("temperature", "it must be a number > 0")
-    if not _is_number(config.noise_mean) or not math.isfinite(config.noise_mean):
-        fail("noise_mean", "it must be a finite number")
-    if not _is_number(config.data_fraction) or not 0.0 < config.data_fraction <= 1.0:
-        fail("data_fraction", "it must be in (0, 1]")
-    if not _is_number(config.validation_fraction) or not 0.0 <= config.validation_fraction < 1.0:
-        fail("validation_fraction", "it must be in [0, 1)")
-    allowed = "each must be a fraction of the epochs in (0, 1)"
-    if not isinstance(config.lr_decay_epochs, (tuple, list)):
-        fail("lr_decay_epochs", f"give a tuple of fractions; {allowed}")
-    for fraction in config.lr_decay_epochs:
-        if not _is_number(fraction) or not 0.0 < fraction < 1.0:
-            fail("lr_decay_epochs", f"{allowed}; {fraction!r} is not")
-    if config.hybrid not in HYBRID_MODES:
-        fail("hybrid", f"expected one of {HYBRID_MODES}")
-    if config.method not in methods.run_names():
-        fail("method", f"expected one of {methods.run_names()}")
-    if not 0.0 <= config.swa_start < 1.0:
-        fail("swa_start", "it must be a fraction of the epochs in [0, 1)")
-    if not 0.0 <= config.ema_momentum < 1.0:
-        fail("ema_momentum", "it must be in [0, 1)")
-    if not config.sam_rho > 0.0:
-        fail("sam_rho", "it must be > 0")
-    for name in ("hwm_gradient", "sync_bn", "smoke", "sam_adaptive"):
-        if not isinstance(getattr(config, name), bool):
-            fail(name, "expected True or False")
-    if config.fusion_unit not in ("epoch", "batch"):
-        fail("fusion_unit", "expected 'epoch' or 'batch'")
-    normalization = config.normalization
+        validation.fail(
+            "lr_decay_epochs", fractions, "a tuple of fractions of the epochs in (0, 1)"
+        )
+    for name in ("sync_bn", "smoke"):
+        validation.check_bool(name, getattr(config, name))
+    _check_normalization(config.normalization)
+    run_name = config.run_name
+    if not isinstance(run_name, str) or not run_name or "/" in run_name or run_name.startswith("."):
+        validation.fail("run_name", run_name, "a plain directory name")
+
+
+def _check_normalization(normalization):
+    allowed = "(mean, std) with one finite value per channel each, every std > 0"
     if (
         not isinstance(normalization, (tuple, list))
         or len(normalization) != 2
         or not all(isinstance(values, (tuple, list)) and values for values in normalization)
         or len(normalization[0]) != len(normalization[1])
-        or not all(_is_number(v) and math.isfinite(v) for values in normalization for v in values)
+        or not all(
+            validation.is_number(v) and math.isfinite(v) for values in normalization for v in values
+        )
+        or not all(v > 0 for v in normalization[1])
     ):
-        fail("normalization", "expected (mean, std) with one value per channel each")
-    if not all(v > 0 for v in normalization[1]):
-        fail("normalization", "every std must be > 0")
-    run_name = config.run_name
-    if not isinstance(run_name, str) or not run_name or "/" in run_name or run_name.startswith("."):
-        fail("run_name", "it must be a plain directory name")
-
-
-def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+        validation.fail("normalization", normalization, allowed)

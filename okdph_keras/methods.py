@@ -1,22 +1,25 @@
 """Training methods: one object each, registered by name. The only module that knows names.
 
 A method says whether it trains the hybrid-weight model (HWM), how it turns the
-networks' logits into losses, which callbacks and optimizer wrapping a run needs, and
-whether its final weights are an average. `step.forward`, `OKDPH`, `train.run`,
-`compare` and the recipes look methods up here (`get`, `names`) and ask the object.
+networks' logits into losses, which hyperparameters it uses and their defaults, which
+callbacks and optimizer wrapping a run needs, and whether its final weights are an
+average. `step.forward`, `OKDPH`, `Config`, `train.run`, `compare` and the recipes look
+methods up here (`get`, `names`) and ask the object.
 
 Example:
     >>> get("dml").uses_hwm
     False
     >>> [name for name in names() if get(name).averages_weights]
     ['swa', 'ema']
+    >>> get("okdph").settings({"omega": None}, dataset="cifar10", model="vgg16")["omega"]
+    0.3
 """
 
 import os
 
 import tensorflow as tf
 
-from okdph_keras import baselines, losses
+from okdph_keras import baselines, hyperparameters, losses, validation
 from okdph_keras.callbacks import Fusion
 
 _REGISTRY = {}
@@ -48,12 +51,11 @@ def get(name, *, what="method", trainable_by_model=False):
     """The registered `Method` called `name`.
 
     Raises:
-        ValueError: naming `name` and the allowed names, as `<what>=...`.
+        ValueError: `<what>=<name> is not allowed; it must be one of (<the allowed names>)`.
     """
-    allowed = names(trainable_by_model=trainable_by_model)
-    if name not in allowed:
-        raise ValueError(f"{what}={name!r} is not supported; expected one of {allowed}.")
-    return _REGISTRY[name]
+    return _REGISTRY[
+        validation.check_choice(what, name, names(trainable_by_model=trainable_by_model))
+    ]
 
 
 class Method:
@@ -61,6 +63,9 @@ class Method:
 
     Subclasses override what differs. Attributes:
         name: the registry name (`Config.method`, `--method`).
+        defaults: the hyperparameters (`okdph_keras.hyperparameters`) the method
+            uses, with its defaults. Every method reports the HWM, so every
+            method has `hybrid` and `hwm_gradient`.
         objective_name: the method whose losses the students train with inside
             `OKDPH` (itself, unless the method only adds callbacks, an optimizer
             wrapping or sharpness-aware gradients to another's losses).
@@ -72,11 +77,35 @@ class Method:
 
     uses_hwm = False
     averages_weights = False
+    defaults = {"hybrid": "mean", "hwm_gradient": True}
 
     def __init__(self, name, *, objective_name=None, config_overrides=None):
         self.name = name
         self.objective_name = objective_name or name
         self.config_overrides = dict(config_overrides or {})
+
+    def default_settings(self, *, dataset=None, model=None):
+        """This method's hyperparameter defaults, for `(dataset, model)` where they depend on it."""
+        del dataset, model
+        return dict(self.defaults)
+
+    def settings(self, values, *, dataset=None, model=None):
+        """The hyperparameters a run of this method trains with, each checked once.
+
+        Args:
+            values: hyperparameter name -> the user's value, None meaning "the
+                method's default". Values of hyperparameters the method does not
+                use are checked and kept.
+            dataset, model: the run's, for defaults that depend on them.
+
+        Returns:
+            name -> value: the method's defaults, overridden by the values given.
+        """
+        given = {name: hyperparameters.check(name, v) for name, v in values.items()}
+        return {
+            **self.default_settings(dataset=dataset, model=model),
+            **{name: v for name, v in given.items() if v is not None},
+        }
 
     @property
     def config_method(self):
@@ -122,16 +151,50 @@ def _mean_teacher(logits):
     return tf.stop_gradient(tf.add_n(logits) / float(len(logits)))
 
 
+# (dataset, model) -> OKDPH's (omega, beta, fusion_gamma, fusion_every, fusion_unit): the
+# reference code's table (METHOD.md). Other pairs take the paper's defaults.
+REFERENCE_SETTINGS = {
+    ("cifar10", "resnet32"): (0.8, 0.8, 0.5, 1, "epoch"),
+    ("cifar10", "vgg16"): (0.3, 0.3, 1.0, 1, "epoch"),
+    ("cifar10", "densenet_40_12"): (0.8, 0.8, 0.5, 5, "batch"),
+    ("cifar10", "wrn_20_8"): (0.8, 0.8, 0.5, 1, "epoch"),
+    ("cifar10", "resnet110"): (0.8, 0.8, 0.5, 5, "batch"),
+    ("cifar100", "resnet32"): (1.0, 0.5, 1.0, 5, "batch"),
+    ("cifar100", "vgg16"): (0.3, 0.3, 1.0, 1, "epoch"),
+    ("cifar100", "densenet_40_12"): (1.0, 0.5, 0.5, 5, "batch"),
+    ("cifar100", "wrn_20_8"): (0.5, 0.5, 0.5, 5, "batch"),
+    ("cifar100", "resnet110"): (0.8, 0.8, 0.5, 5, "batch"),
+}
+
+
 class HybridDistillation(Method):
     """OKDPH: `L_m = omega*CE(z_m) + (1-omega)*CE(z_h) + beta*tau^2*KL(p_e || p_m)`.
 
     `z_e` is the mean of all M+1 networks' logits, without gradient; the HWM's
     CE enters the total M times. Trains with `Fusion` unless `fusion_gamma` is 0.
+    Defaults: the paper's, or the reference code's table (`REFERENCE_SETTINGS`)
+    for the `(dataset, model)` pairs it lists.
     """
 
     uses_hwm = True
+    defaults = {
+        **Method.defaults,
+        "omega": 0.8,
+        "beta": 0.8,
+        "temperature": 4.0,
+        "fusion_gamma": 0.5,
+        "fusion_every": 1,
+        "fusion_unit": "epoch",
+    }
 
     run_name_suffix = ""  # the method itself: runs are named after dataset and model
+
+    def default_settings(self, *, dataset=None, model=None):
+        settings = dict(self.defaults)
+        if (dataset, model) in REFERENCE_SETTINGS:
+            names = ("omega", "beta", "fusion_gamma", "fusion_every", "fusion_unit")
+            settings.update(zip(names, REFERENCE_SETTINGS[dataset, model]))
+        return settings
 
     def distillation_terms(self, student_logits, hwm_logits, temperature):
         logits = [losses.full_precision(z) for z in student_logits]
@@ -152,6 +215,8 @@ class HybridDistillation(Method):
 
 class MutualLearning(Method):
     """DML: `L_m = CE(z_m) + beta * mean_{k != m} tau^2*KL(p_k || p_m)`, peers without gradient."""
+
+    defaults = {**Method.defaults, "beta": 0.8, "temperature": 4.0}
 
     def distillation_terms(self, student_logits, hwm_logits, temperature):
         logits = [losses.full_precision(z) for z in student_logits]
@@ -184,6 +249,8 @@ class CollaborativeLearning(MutualLearning):
 class SharpnessAware(Method):
     """Independent students trained with SAM (or ASAM) gradients of radius `config.sam_rho`."""
 
+    defaults = {**Method.defaults, "sam_rho": 0.05, "sam_adaptive": False}
+
     def sharpness(self, config):
         return {"rho": config.sam_rho, "adaptive": config.sam_adaptive}
 
@@ -192,6 +259,7 @@ class WeightAveraging(Method):
     """Independent students, stochastic weight averaging from `config.swa_start` of the epochs."""
 
     averages_weights = True
+    defaults = {**Method.defaults, "swa_start": 0.75}
 
     def callbacks(self, config, *, run_dir, bn_data, chief):
         start = min(config.epochs - 1, int(round(config.swa_start * config.epochs)))
@@ -203,6 +271,7 @@ class WeightEMA(Method):
     """Independent students whose final weights are an EMA of momentum `config.ema_momentum`."""
 
     averages_weights = True
+    defaults = {**Method.defaults, "ema_momentum": 0.999}
 
     def callbacks(self, config, *, run_dir, bn_data, chief):
         del config, run_dir, chief

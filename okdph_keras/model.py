@@ -48,6 +48,9 @@ class OKDPH(keras.Model):
         hwm_gradient: True (the paper) lets the HWM's loss differentiate into
             every student through theta_h; False reproduces the reference code,
             where it gives the students no gradient.
+            Each of these five left None takes the objective's default
+            (`okdph_keras.methods`; OKDPH's: 0.8, 0.8, 4, "mean", True); one the
+            objective does not use stays None.
         weight_decay: coupled L2 on every trainable student variable, equal to
             torch `SGD(weight_decay=...)`; >= 0.
         identical_init: at construction, copy student 0's float weights into
@@ -82,11 +85,11 @@ class OKDPH(keras.Model):
         self,
         students,
         num_students=None,
-        omega=0.8,
-        beta=0.8,
-        temperature=4.0,
-        hybrid="mean",
-        hwm_gradient=True,
+        omega=None,
+        beta=None,
+        temperature=None,
+        hybrid=None,
+        hwm_gradient=None,
         weight_decay=0.0,
         identical_init=True,
         seed=None,
@@ -96,15 +99,24 @@ class OKDPH(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        check = validation.check_number
-        self.omega = check("omega", omega, low=0.0, high=1.0)
-        self.beta = check("beta", beta, low=0.0)
-        self.temperature = check("temperature", temperature, low=0.0, low_open=True)
-        self.weight_decay = check("weight_decay", weight_decay, low=0.0)
-        self.hybrid = validation.check_choice("hybrid", hybrid, hybrid_lib.HYBRID_MODES)
-        self.hwm_gradient = validation.check_bool("hwm_gradient", hwm_gradient)
         self._method = methods.get(objective, what="objective", trainable_by_model=True)
         self.objective = objective
+        settings = self._method.settings(
+            dict(
+                omega=omega,
+                beta=beta,
+                temperature=temperature,
+                hybrid=hybrid,
+                hwm_gradient=hwm_gradient,
+            )
+        )
+        self.omega = settings.get("omega")
+        self.beta = settings.get("beta")
+        self.temperature = settings.get("temperature")
+        self.hybrid = settings["hybrid"]
+        self.hwm_gradient = settings["hwm_gradient"]
+        check = validation.check_number
+        self.weight_decay = check("weight_decay", weight_decay, low=0.0)
         self.sam_rho = check("sam_rho", sam_rho, low=0.0)
         self.sam_adaptive = validation.check_bool("sam_adaptive", sam_adaptive)
         self.identical_init = validation.check_bool("identical_init", identical_init)

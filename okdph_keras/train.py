@@ -25,6 +25,7 @@ import functools
 import math
 import os
 import time
+import warnings
 from typing import NamedTuple
 
 import keras
@@ -60,11 +61,13 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
     Keras' `fit()` cannot. Other strategies train with `model.fit()`.
 
     Args:
-        config: a `Config`.
+        config: a `Config`; its unset hyperparameters take the method's
+            defaults (`Config.resolved()`), and `config.json` records them.
         strategy: a `tf.distribute.Strategy`; the default strategy if None.
         deterministic: seed everything and enable TensorFlow's op determinism,
-            so that the same command gives bit-identical weights (on CPU, and
-            on GPU where every op has a deterministic kernel). Slower.
+            so that the same command gives bit-identical weights (on CPU with
+            `TF_ENABLE_ONEDNN_OPTS=0`, which it warns about otherwise, and on GPU
+            where every op has a deterministic kernel). Slower.
         callbacks: further `keras.callbacks.Callback`s for the training loop.
 
     Returns:
@@ -75,6 +78,7 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
             the step and the last good checkpoint, which stays intact.
     """
     validate(config)
+    config = config.resolved()
     strategy = strategy or tf.distribute.get_strategy()
     chief = distribute.is_chief(strategy)
     run_dir = os.path.join(config.output_dir, config.run_name)
@@ -86,7 +90,7 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
 
     keras.utils.set_random_seed(config.seed)
     if deterministic:
-        tf.config.experimental.enable_op_determinism()
+        _enable_determinism()
     # Everything that can fail on bad input fails before the run directory is made.
     _check_writable(config.output_dir, "output_dir")
     _check_writable(config.saved_models_dir, "saved_models_dir")
@@ -146,6 +150,28 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
         checkpointing.write_json_atomically(results_path, results)
     print(format_results(results))
     return results
+
+
+def _enable_determinism():
+    """TensorFlow's op determinism; warns that oneDNN's CPU kernels still differ run to run."""
+    tf.config.experimental.enable_op_determinism()
+    if _onednn_enabled():
+        warnings.warn(
+            "deterministic=True, but TensorFlow's oneDNN CPU kernels are on: two runs of the "
+            "same command can differ in the last bits of the weights. For bit-identical runs, "
+            "set TF_ENABLE_ONEDNN_OPTS=0 in the environment before TensorFlow is imported.",
+            stacklevel=3,
+        )
+
+
+def _onednn_enabled():
+    # TensorFlow's own answer (private; its absence means an unknown build: no warning).
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # noqa: PLC0415
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return False
 
 
 def _fit(

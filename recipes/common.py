@@ -1,85 +1,47 @@
 """Flags shared by every dataset recipe, and the flags -> Config -> run glue."""
 
+import dataclasses
+
 from absl import app, flags, logging
 
 from okdph_keras import config as config_lib
-from okdph_keras import distribute, methods, train
+from okdph_keras import distribute, hyperparameters, train
+from okdph_keras.config import Config
 from okdph_keras.data.views import NORMALIZATION
 
 FLAGS = flags.FLAGS
 
 
+_DEFINE = {
+    int: flags.DEFINE_integer,
+    float: flags.DEFINE_float,
+    bool: flags.DEFINE_bool,
+    str: flags.DEFINE_string,
+    tuple: flags.DEFINE_list,
+}
+
+
 def define_flags(model, image_size, style, normalization):
-    """Defines the recipe flags; defaults of None mean "the reference recipe's"."""
-    flags.DEFINE_string("data_dir", None, "TFDS data directory, or the root of an image tree.")
-    flags.DEFINE_string("output_dir", "runs", "Where run directories go.")
-    flags.DEFINE_string(
-        "run_name", None, "Run directory name (default: from dataset, model, M, seed)."
-    )
-    flags.DEFINE_string(
-        "saved_models_dir",
-        None,
-        "Where the best student is exported, as <dir>/<run name>/student.keras (default saved_models, "
-        "whatever --output_dir; a student another run directory exported is never overwritten).",
-    )
-    flags.DEFINE_string("model", model, "Student architecture (okdph_keras.models.MODELS).")
-    flags.DEFINE_enum("style", style, ["cifar", "imagenet"], "Augmentation style.")
-    flags.DEFINE_integer("image_size", image_size, "Side of the square training images.")
+    """One flag per `Config` field (same name, type and help), then the run's own flags.
+
+    Flags left unset are None: the recipe's default for `model`, `image_size` and
+    `style`, the method's for its hyperparameters, the `Config` default otherwise.
+    """
+    recipe_defaults = {"model": model, "image_size": image_size, "style": style}
+    for field in dataclasses.fields(Config):
+        if not field.metadata["flag"]:
+            continue
+        default = recipe_defaults.get(field.name)
+        help_text = field.metadata["help"] + _default_note(field, default)
+        choices = field.metadata["choices"]
+        if choices:
+            flags.DEFINE_enum(field.name, default, list(choices), help_text)
+        else:
+            _DEFINE[field.type](field.name, default, help_text)
     flags.DEFINE_enum(
         "normalization", normalization, sorted(NORMALIZATION), "Per-channel mean/std to use."
     )
-    flags.DEFINE_integer("epochs", None, "Epochs (default 300).")
-    flags.DEFINE_integer("batch_size", None, "Global batch size (default 128).")
-    flags.DEFINE_float("learning_rate", None, "SGD learning rate (default 0.1).")
-    flags.DEFINE_float("momentum", None, "SGD momentum (default 0.9).")
-    flags.DEFINE_list(
-        "lr_decay_epochs",
-        None,
-        "Fractions of the epochs where lr is multiplied by --lr_decay (default 0.5,0.75).",
-    )
-    flags.DEFINE_float("weight_decay", None, "Coupled L2, torch-style (default 5e-4).")
-    flags.DEFINE_float("omega", None, "Weight of each student's own CE (default: reference table).")
-    flags.DEFINE_float("beta", None, "Weight of the KD term (default: reference table).")
-    flags.DEFINE_float("temperature", None, "KD temperature (default 4).")
-    flags.DEFINE_float("gamma", None, "Fusion ratio (default: reference table).")
-    flags.DEFINE_integer("fusion_every", None, "Fusion interval (default: reference table).")
-    flags.DEFINE_enum(
-        "fusion_unit", None, ["epoch", "batch"], "Fusion interval unit (default: reference table)."
-    )
-    flags.DEFINE_enum("hybrid", None, ["mean", "dirichlet"], "HWM coefficients (default mean).")
-    flags.DEFINE_bool(
-        "hwm_gradient",
-        None,
-        "HWM loss reaches the students (paper; default) or not (reference code).",
-    )
     flags.DEFINE_integer("students", None, "Number of students M (default 2, or len(--views) - 1).")
-    flags.DEFINE_list(
-        "views", None, "One view per network, students then HWM (default: the dataset's)."
-    )
-    flags.DEFINE_float(
-        "noise_std", None, "Std of Gaussian input noise after normalisation (default 0)."
-    )
-    flags.DEFINE_float("noise_mean", None, "Mean of the Gaussian input noise (default 0).")
-    flags.DEFINE_float(
-        "data_fraction", None, "Fraction of each class used for training (default 1)."
-    )
-    flags.DEFINE_float(
-        "validation_fraction",
-        None,
-        "Fraction of each training class held out to choose the exported student "
-        "(default 0.1; 0 trains on the whole split, as the paper).",
-    )
-    flags.DEFINE_integer("seed", None, "Seed (default 42).")
-    flags.DEFINE_enum("method", None, list(methods.run_names()), "Training method (default okdph).")
-    flags.DEFINE_float("sam_rho", None, "SAM radius for --method=sam (default 0.05).")
-    flags.DEFINE_bool("sam_adaptive", None, "ASAM instead of SAM (default False).")
-    flags.DEFINE_float(
-        "swa_start", None, "Fraction of the epochs after which SWA averages (default 0.75)."
-    )
-    flags.DEFINE_float(
-        "ema_momentum", None, "Weight EMA momentum for --method=ema (default 0.999)."
-    )
-    flags.DEFINE_bool("smoke", False, "A seconds-long run on a tiny slice.")
     flags.DEFINE_enum(
         "strategy",
         "auto",
@@ -93,15 +55,31 @@ def define_flags(model, image_size, style, normalization):
         "Without GPUs, split the CPU into this many replicas (to try distribution).",
     )
     flags.DEFINE_bool(
-        "sync_bn",
-        None,
-        "Synchronise BatchNorm statistics across replicas and workers (default False).",
-    )
-    flags.DEFINE_bool(
         "deterministic",
         False,
-        "Seeded op determinism: the same command gives bit-identical weights.",
+        "Seeded op determinism: the same command gives bit-identical weights "
+        "(on CPU with TF_ENABLE_ONEDNN_OPTS=0).",
     )
+
+
+def _default_note(field, flag_default):
+    """What an unset flag means, where absl cannot say it (the flag's default is None)."""
+    if flag_default is not None or field.default in (None, dataclasses.MISSING):
+        return (
+            "" if field.name not in hyperparameters.HYPERPARAMETERS else " (default: the method's)"
+        )
+    return f" (default: {field.default!r})"
+
+
+def _flag_values():
+    """The `Config` fields the user set on the command line, converted to the field's type."""
+    values = {}
+    for field in dataclasses.fields(Config):
+        value = getattr(FLAGS, field.name, None) if field.metadata["flag"] else None
+        if value is not None:
+            item = field.metadata["item"]
+            values[field.name] = tuple(item(v) for v in value) if item else value
+    return values
 
 
 def config_from_flags(dataset, views_kind, **recipe_defaults):
@@ -127,6 +105,9 @@ def config_from_flags(dataset, views_kind, **recipe_defaults):
         )
     if views is None:
         views = config_lib.default_views(views_kind, FLAGS.students or 2)
+    values = {**recipe_defaults, **_flag_values()}
+    for name in ("model", "style", "image_size", "views"):
+        values.pop(name, None)
     return config_lib.reference_config(
         dataset,
         FLAGS.model,
@@ -134,46 +115,7 @@ def config_from_flags(dataset, views_kind, **recipe_defaults):
         FLAGS.style,
         FLAGS.image_size,
         NORMALIZATION[FLAGS.normalization],
-        **{
-            **recipe_defaults,
-            **{
-                k: v
-                for k, v in dict(
-                    data_dir=FLAGS.data_dir,
-                    output_dir=FLAGS.output_dir,
-                    run_name=FLAGS.run_name,
-                    saved_models_dir=FLAGS.saved_models_dir,
-                    epochs=FLAGS.epochs,
-                    batch_size=FLAGS.batch_size,
-                    learning_rate=FLAGS.learning_rate,
-                    momentum=FLAGS.momentum,
-                    lr_decay_epochs=FLAGS.lr_decay_epochs
-                    and tuple(float(f) for f in FLAGS.lr_decay_epochs),
-                    weight_decay=FLAGS.weight_decay,
-                    omega=FLAGS.omega,
-                    beta=FLAGS.beta,
-                    temperature=FLAGS.temperature,
-                    fusion_gamma=FLAGS.gamma,
-                    fusion_every=FLAGS.fusion_every,
-                    fusion_unit=FLAGS.fusion_unit,
-                    hybrid=FLAGS.hybrid,
-                    hwm_gradient=FLAGS.hwm_gradient,
-                    sync_bn=FLAGS.sync_bn,
-                    noise_std=FLAGS.noise_std,
-                    noise_mean=FLAGS.noise_mean,
-                    data_fraction=FLAGS.data_fraction,
-                    validation_fraction=FLAGS.validation_fraction,
-                    seed=FLAGS.seed,
-                    method=FLAGS.method,
-                    sam_rho=FLAGS.sam_rho,
-                    sam_adaptive=FLAGS.sam_adaptive,
-                    swa_start=FLAGS.swa_start,
-                    ema_momentum=FLAGS.ema_momentum,
-                    smoke=FLAGS.smoke or None,
-                ).items()
-                if v is not None
-            },
-        },
+        **values,
     )
 
 

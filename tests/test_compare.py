@@ -97,5 +97,5 @@ def test_method_configs_change_only_method_seed_and_names(tmp_path):
     assert config.method == "okdph" and config.fusion_gamma == 0.0 and config.seed == 5
     assert config.run_name == "okdph_no_fusion_seed5" and config.epochs == 7
     assert compare.method_config(base, "okdph_reference", 1, str(tmp_path)).hwm_gradient is False
-    with pytest.raises(ValueError, match="method='one' is not supported; expected one of"):
+    with pytest.raises(ValueError, match="method='one' is not allowed; it must be one of"):
         compare.method_config(base, "one", 1, str(tmp_path))

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from helpers import np_cross_entropy, np_distillation, randomize, tiny_student
 
-from okdph_keras import OKDPH, baselines, callbacks, losses, methods, step, train
+from okdph_keras import OKDPH, baselines, callbacks, compare, losses, methods, step, train
 from okdph_keras.config import Config
 
 
@@ -23,13 +23,18 @@ def test_one_list_of_names_and_each_method_answers_for_itself():
         "okdph_reference",
     ]
     assert [n for n in own if methods.get(n).averages_weights] == ["swa", "ema"]
-    with pytest.raises(ValueError, match=r"method='one' is not supported; expected one of \("):
+    with pytest.raises(ValueError, match=r"method='one' is not allowed; it must be one of \("):
         methods.get("one")
     with pytest.raises(ValueError, match="already registered"):
         methods.register(methods.Method("dml"))
 
 
 def config(method, **overrides):
+    """A resolved `Config` (the method's settings filled in)."""
+    return unresolved_config(method, **overrides).resolved()
+
+
+def unresolved_config(method, **overrides):
     values = dict(
         dataset="cifar10",
         model="small_cnn",
@@ -83,6 +88,37 @@ class HybridTeacher(methods.HybridDistillation):
 
 
 methods.register(HybridTeacher("test_hwm_teacher"))
+
+
+def test_each_method_holds_its_defaults_and_unset_fields_take_them(tmp_path):
+    # Expected values: METHOD.md's reference table and the paper's defaults, written out.
+    table = config("okdph", dataset="cifar100", model="resnet32")
+    assert (table.omega, table.beta, table.fusion_gamma, table.fusion_every) == (1.0, 0.5, 1.0, 5)
+    assert (table.fusion_unit, table.temperature, table.hybrid) == ("batch", 4.0, "mean")
+    paper = config("okdph")  # small_cnn is not in the table
+    assert (paper.omega, paper.beta, paper.fusion_gamma, paper.fusion_every) == (0.8, 0.8, 0.5, 1)
+    assert paper.sam_rho is None and paper.swa_start is None  # not OKDPH's
+    dml = config("dml", dataset="cifar100", model="resnet32")
+    assert (dml.beta, dml.temperature, dml.omega, dml.fusion_gamma) == (0.8, 4.0, None, None)
+    assert config("dml", beta=0.3, omega=0.6).beta == 0.3  # a value the user sets wins
+    assert (config("sam").sam_rho, config("sam").sam_adaptive) == (0.05, False)
+    assert config("swa").swa_start == 0.75 and config("ema").ema_momentum == 0.999
+    with pytest.raises(
+        ValueError, match=r"omega=1.5 is not allowed; it must be a number in \[0, 1\]"
+    ):
+        config("dml", omega=1.5)  # checked even where the method does not use it
+
+    # compare resolves each method from the base's unset fields, not OKDPH's values.
+    base = unresolved_config("okdph", dataset="cifar100", model="resnet32")
+    dml_run = compare.method_config(base, "dml", 1, str(tmp_path))
+    assert (dml_run.beta, dml_run.omega) == (0.8, None)
+    okdph_run = compare.method_config(base, "okdph", 1, str(tmp_path))
+    assert (okdph_run.beta, okdph_run.omega) == (0.5, 1.0)
+
+    # OKDPH's own arguments: None is the objective's default.
+    assert (OKDPH(tiny_student).omega, OKDPH(tiny_student).temperature) == (0.8, 4.0)
+    dml_model = OKDPH(tiny_student, objective="dml")
+    assert (dml_model.omega, dml_model.beta, dml_model.hybrid) == (None, 0.8, "mean")
 
 
 def test_a_registered_method_trains_inside_okdph_with_its_own_losses(rng, batch):

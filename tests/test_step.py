@@ -298,7 +298,7 @@ def test_baseline_teachers_carry_no_gradient(objective, rng, batch):
 
 
 def test_an_unknown_objective_is_refused():
-    with pytest.raises(ValueError, match="objective='mutual' is not supported; expected one of"):
+    with pytest.raises(ValueError, match="objective='mutual' is not allowed; it must be one of"):
         OKDPH(tiny_student, objective="mutual")
 
 

@@ -28,7 +28,7 @@ def config_for(tmp_path, **overrides):
         output_dir=str(tmp_path),
         saved_models_dir=str(tmp_path / "saved"),
     )
-    return Config(**{**values, **overrides})
+    return Config(**{**values, **overrides}).resolved()
 
 
 def examples(source):
