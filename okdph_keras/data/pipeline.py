@@ -11,7 +11,7 @@ arrays) are gathered and only then decoded, so the shuffle holds 8 bytes per
 example and decoded images are bounded by the map's parallelism, the batch
 and a bounded prefetch. TFDS records cannot be indexed: a TFDS split is
 shuffled at file level with a seed per epoch, then in a buffer of encoded
-records bounded in bytes (`sources.RECORD_BUFFER_BYTES`; uniform only when it
+records bounded in bytes (`tfds_source.RECORD_BUFFER_BYTES`; uniform only when it
 holds the whole split). Any other stream (a `Source` whose dataset was
 replaced) is shuffled in a buffer of `MAX_SHUFFLE_BUFFER` encoded examples.
 
@@ -27,7 +27,7 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from okdph_keras.data.sources import Source, parts_of
+from okdph_keras.data.source import Source, parts_of
 from okdph_keras.data.views import normalize
 
 AUTOTUNE = tf.data.AUTOTUNE
