@@ -1,8 +1,8 @@
 """Training-time callbacks for `OKDPH`."""
 
-import numbers
-
 import keras
+
+from okdph_keras.validation import check_choice, check_integer, check_number, fail
 
 FUSION_UNITS = ("epoch", "batch")
 
@@ -27,28 +27,16 @@ class Fusion(keras.callbacks.Callback):
 
     def __init__(self, gamma=0.5, every=1, unit="epoch"):
         super().__init__()
-        if (
-            isinstance(gamma, bool)
-            or not isinstance(gamma, numbers.Real)
-            or not 0.0 <= gamma <= 1.0
-        ):
-            raise ValueError(f"Fusion gamma={gamma!r} is out of range; it must be in [0, 1].")
-        if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
-            raise ValueError(f"Fusion every={every!r} is not allowed; it must be an integer >= 1.")
-        if unit not in FUSION_UNITS:
-            raise ValueError(
-                f"Fusion unit={unit!r} is not supported; expected one of {FUSION_UNITS}."
-            )
-        self.gamma = float(gamma)
-        self.every = int(every)
-        self.unit = unit
+        self.gamma = check_number("gamma", gamma, low=0, high=1)
+        self.every = check_integer("every", every, low=1)
+        self.unit = check_choice("unit", unit, FUSION_UNITS)
         self._batches_done = 0
         self._epoch_start = 0
         self._epoch = None  # the epoch in progress whose fusion is still due
 
     def set_model(self, model):
         if not callable(getattr(model, "fuse", None)):
-            raise ValueError(f"Fusion works on an OKDPH model; got {type(model).__name__}.")
+            fail("model", model, "an OKDPH model (Fusion calls its fuse method)")
         super().set_model(model)
 
     def on_train_begin(self, logs=None):
@@ -114,9 +102,7 @@ class EvaluateEachEpoch(keras.callbacks.Callback):
     def __init__(self, data, prefix="test_", evaluate=None):
         super().__init__()
         if not prefix or prefix == "val_":
-            raise ValueError(
-                f"prefix={prefix!r} is not allowed: use a non-empty prefix other than 'val_'."
-            )
+            fail("prefix", prefix, "a non-empty prefix other than 'val_'")
         self.data = data
         self.prefix = prefix
         self.evaluate = evaluate or (

@@ -18,6 +18,7 @@ import keras
 import tensorflow as tf
 
 from okdph_keras import sync_batchnorm
+from okdph_keras.validation import check_choice, check_integer
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 
@@ -52,12 +53,8 @@ def make_strategy(name="auto", cpu_replicas=1):
     Example:
         >>> strategy = make_strategy("mirrored")   # every visible GPU
     """
-    if name not in STRATEGIES:
-        raise ValueError(f"Unknown strategy {name!r}; expected one of {STRATEGIES}.")
-    if isinstance(cpu_replicas, bool) or not isinstance(cpu_replicas, int) or cpu_replicas < 1:
-        raise ValueError(
-            f"cpu_replicas={cpu_replicas!r} is not allowed; it must be an integer >= 1."
-        )
+    check_choice("name", name, STRATEGIES)
+    cpu_replicas = check_integer("cpu_replicas", cpu_replicas, low=1)
     if cpu_replicas > 1 and not tf.config.list_physical_devices("GPU"):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(

@@ -7,6 +7,8 @@ homogeneous variable lists; this module is the one place that computes them.
 import keras
 import tensorflow as tf
 
+from okdph_keras.validation import check_choice, fail
+
 HYBRID_MODES = ("mean", "dirichlet")
 
 
@@ -69,12 +71,11 @@ def sample_coefficients(mode, num_networks, seed=None):
     Example:
         >>> sample_coefficients("dirichlet", 3, seed=[42, 7])  # differs per step
     """
+    check_choice("mode", mode, HYBRID_MODES)
     if mode == "mean":
         return tf.fill([num_networks], 1.0 / num_networks)
-    if mode == "dirichlet":
-        if seed is None:
-            raise ValueError("sample_coefficients('dirichlet', ...) needs a seed.")
-        # Dir(1, ..., 1) is a vector of Gamma(1) draws normalised to sum to 1.
-        draws = tf.random.stateless_gamma([num_networks], seed=seed, alpha=1.0)
-        return draws / tf.reduce_sum(draws)
-    raise ValueError(f"Unknown hybrid mode {mode!r}; expected one of {HYBRID_MODES}.")
+    if seed is None:
+        fail("seed", seed, "a stateless seed (an integer tensor of shape [2]) for mode='dirichlet'")
+    # Dir(1, ..., 1) is a vector of Gamma(1) draws normalised to sum to 1.
+    draws = tf.random.stateless_gamma([num_networks], seed=seed, alpha=1.0)
+    return draws / tf.reduce_sum(draws)

@@ -472,7 +472,8 @@ CASES = [
     pytest.param(
         run_normalization_length,
         ValueError,
-        r"normalization has 2 values per channel but the images have 3 channels",
+        r"normalization=\(\(0.5, 0.5\), \(0.25, 0.25\)\) is not allowed; "
+        r"it must be \(mean, std\) of 3 values each \(or 1, for all\): the images have 3 channels",
         id="run_normalization_wrong_length",
     ),
     # OKDPH.
@@ -575,7 +576,7 @@ CASES = [
     pytest.param(
         unknown_view_name,
         ValueError,
-        r"Unknown view 'vflip'; expected one of \('none', 'hflip'",
+        r"name='vflip' is not allowed; it must be one of \('none', 'hflip'",
         id="make_view_unknown_name",
     ),
     pytest.param(
@@ -593,7 +594,8 @@ CASES = [
     pytest.param(
         pipeline_normalization_length,
         ValueError,
-        r"normalization has 2 values per channel but the images have 3 channels; give 3 \(or 1, for all\)",
+        r"normalization=\(\(0.5, 0.5\), \(0.2, 0.2\)\) is not allowed; "
+        r"it must be \(mean, std\) of 3 values each \(or 1, for all\): the images have 3 channels",
         id="pipeline_normalization_wrong_length",
     ),
     pytest.param(
@@ -647,7 +649,7 @@ NAMES = {
     ),
     "run_normalization_wrong_length": (
         "normalization=((0.5, 0.5), (0.25, 0.25))",
-        "give 3 (or 1, for all)",
+        "(mean, std) of 3 values each (or 1, for all)",
     ),
     "okdph_single_student": ("got 1", "at least 2 students"),
     "okdph_heterogeneous_shapes": (
@@ -673,12 +675,12 @@ NAMES = {
         "images of shape (8, 8, 1)",
     ),
     "get_model_unknown_name": ("'resnet9000'", "'resnet32'"),
-    "make_view_unknown_name": ("'vflip'", "expected one of ('none', 'hflip'"),
+    "make_view_unknown_name": ("name='vflip'", "one of ('none', 'hflip'"),
     "load_source_unknown_tfds_dataset": ("'cifar11'", "cifar10, cifar100"),
     "pipeline_images_of_rank_3": ("got shape (8, 8, 8)", "an array [N, H, W, C]"),
     "pipeline_normalization_wrong_length": (
         "normalization=((0.5, 0.5), (0.2, 0.2))",
-        "give 3 (or 1, for all)",
+        "(mean, std) of 3 values each (or 1, for all)",
     ),
     "pipeline_noise_std_negative": ("noise_std=-0.1", "a finite number >= 0"),
 }

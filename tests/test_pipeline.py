@@ -102,7 +102,7 @@ def test_arrays_and_keras_layers_work_as_views(rng):
     [
         (dict(views=[]), "at least one view"),
         (dict(views=["hflip"]), "must be an okdph_keras.data.views.View, a callable"),
-        (dict(batch_size=0), "batch_size must be an integer >= 1; got 0"),
+        (dict(batch_size=0), "batch_size=0 is not allowed; it must be an integer >= 1"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(source, kwargs, message):

@@ -8,7 +8,7 @@ import tensorflow_datasets as tfds
 from cifar_fixtures import fake_download, write_fake_cifar
 from PIL import Image
 
-from okdph_keras.data import multi_view_dataset, sources
+from okdph_keras.data import image_folder, multi_view_dataset, subsets, tfds_source
 from okdph_keras.data.sources import from_arrays, load_source, split_per_class
 
 
@@ -59,7 +59,7 @@ def test_every_example_once_per_epoch_and_epochs_differ():
 def test_images_are_decoded_after_the_shuffle(tmp_path, monkeypatch):
     write_sorted_tree(tmp_path, classes=10, per_class=30)
     decoded = []
-    plain = sources._decode_file
+    plain = image_folder._decode_file
 
     def counting(path):
         def record(p):
@@ -69,7 +69,7 @@ def test_images_are_decoded_after_the_shuffle(tmp_path, monkeypatch):
         with tf.control_dependencies([tf.py_function(record, [path], tf.int32)]):
             return tf.identity(plain(path))
 
-    monkeypatch.setattr(sources, "_decode_file", counting)
+    monkeypatch.setattr(image_folder, "_decode_file", counting)
     source = load_source("image_folder", "train", data_dir=tmp_path)
     decoded.clear()  # the shape probes
     iterator = iter(multi_view_dataset(source, [None], 4, seed=0))
@@ -151,7 +151,7 @@ def test_tfds_holdout_is_disjoint_sized_stable_and_reads_only_its_records(
     def no_label_scan(examples):
         raise AssertionError("the hold-out must be chosen without reading the labels")
 
-    monkeypatch.setattr(sources, "_read_labels", no_label_scan)
+    monkeypatch.setattr(subsets, "_read_labels", no_label_scan)
     source = load_source("cifar10", "train", data_dir=data_dir, download=False)
     held, train = split_per_class(source, 0.25, seed=2)
     assert held.num_examples == 10 and train.num_examples == 30
@@ -173,7 +173,7 @@ def test_tfds_holdout_is_disjoint_sized_stable_and_reads_only_its_records(
 
 def test_tfds_epochs_shuffle_files_and_give_every_record_once(sharded_cifar, monkeypatch):
     data_dir, (images, _) = sharded_cifar
-    monkeypatch.setattr(sources, "RECORD_BUFFER_BYTES", 1)  # a 1-record buffer: files alone
+    monkeypatch.setattr(tfds_source, "RECORD_BUFFER_BYTES", 1)  # a 1-record buffer: files alone
     source = load_source("cifar10", "train", data_dir=data_dir, download=False)
     fixed = image_keys(image for image, _ in source.dataset.as_numpy_iterator())
     data = multi_view_dataset(source, [None], 40, seed=4, epochs=2)

@@ -4,6 +4,7 @@ No test touches the network: connections are mocked wherever the code would open
 """
 
 import dataclasses
+import re
 import socket
 import time
 
@@ -13,7 +14,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from cifar_fixtures import CIFAR10_CLASSES, fake_download, prepare_fake_cifar, write_fake_cifar
 
-from okdph_keras.data import sources
+from okdph_keras.data import image_folder
 from okdph_keras.data.sources import Source, from_arrays, limit_per_class, load_source
 
 
@@ -202,7 +203,10 @@ def test_dataset_without_image_and_label_fails(tmp_path, name, no_download):
 
 
 def test_bad_split_fails():
-    with pytest.raises(ValueError, match="'train' or 'test'"):
+    with pytest.raises(
+        ValueError,
+        match=r"split='validation' is not allowed; it must be one of \('train', 'test'\)",
+    ):
         load_source("cifar10", "validation")
 
 
@@ -301,7 +305,7 @@ def corrupt_tree(tmp_path, bad_name, bad_bytes):
 @pytest.mark.parametrize("bad_name", ["a/2.png", "b/0.png"])  # middle, last
 @pytest.mark.parametrize("kind", ["garbage", "truncated", "empty"])
 def test_corrupt_image_is_named_when_decoded(tmp_path, monkeypatch, bad_name, kind):
-    monkeypatch.setattr(sources, "SHAPE_PROBES", 1)  # probe a/0.png only
+    monkeypatch.setattr(image_folder, "SHAPE_PROBES", 1)  # probe a/0.png only
     good = tmp_path / "ok.png"
     write_image(good, np.zeros((8, 8, 3), np.uint8))
     bad_bytes = {"garbage": b"<html>404</html>", "truncated": good.read_bytes()[:40], "empty": b""}
@@ -321,7 +325,7 @@ def test_corrupt_probed_image_fails_at_load(tmp_path):
 
 
 def test_image_of_another_size_is_named_when_decoded(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "SHAPE_PROBES", 1)
+    monkeypatch.setattr(image_folder, "SHAPE_PROBES", 1)
     write_tree(tmp_path, "train", ["a/0.png", "a/1.png"])
     write_tree(tmp_path, "train", ["a/2.png"], shape=(9, 8, 3))
     source = load_source("image_folder", "train", data_dir=tmp_path)
@@ -417,7 +421,7 @@ def test_limit_per_class_reads_a_replaced_dataset():
 
 
 def test_limit_per_class_on_image_folder_decodes_picked_files_only(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "SHAPE_PROBES", 1)
+    monkeypatch.setattr(image_folder, "SHAPE_PROBES", 1)
     written = write_tree(tmp_path, "train", [f"{c}/{i}.png" for c in "ab" for i in range(4)])
     bad = tmp_path / "train" / "b" / "9.png"
     bad.write_bytes(b"corrupt")
@@ -443,5 +447,8 @@ def test_limit_per_class_on_image_folder_decodes_picked_files_only(tmp_path, mon
 
 @pytest.mark.parametrize("fraction", [0, -0.1, 1.5])
 def test_limit_per_class_rejects_bad_fraction(fraction):
-    with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\]"):
+    with pytest.raises(
+        ValueError,
+        match=rf"fraction={re.escape(repr(fraction))} is not allowed; it must be a number in \(0, 1\]",
+    ):
         limit_per_class(from_arrays(np.zeros((2, 1, 1, 1), np.uint8), [0, 1]), fraction, seed=0)

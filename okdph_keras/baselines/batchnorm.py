@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from okdph_keras import hybrid
+from okdph_keras.validation import fail, is_integer
 
 
 def batchnorm_layers(model):
@@ -79,12 +80,17 @@ def recompute_batchnorm(model, data, steps=None):
     Example:
         >>> recompute_batchnorm(model, train_images.batch(256), steps=50)
     """
+    check_steps("steps", steps)
+    return recompute_statistics(model, data, steps)
+
+
+def recompute_statistics(model, data, steps):
+    """`recompute_batchnorm` for callers that checked `steps` where the user gave it."""
     if isinstance(data, (np.ndarray, tf.Tensor)):
         raise ValueError(
             "recompute_batchnorm takes an iterable of batches, not one array; "
             "wrap it, e.g. tf.data.Dataset.from_tensor_slices(x).batch(128)."
         )
-    check_steps("steps", steps)
     layers = [layer for layer in batchnorm_layers(model) if layer.trainable]
     if not layers:
         return 0
@@ -129,10 +135,8 @@ def _num_examples(x):
 
 def check_steps(name, steps):
     """Raises unless `steps` is None or an integer >= 1."""
-    if steps is not None and (
-        isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1
-    ):
-        raise ValueError(f"{name}={steps!r} is not allowed; it must be None or an integer >= 1.")
+    if steps is not None and not (is_integer(steps) and steps >= 1):
+        fail(name, steps, "None or an integer >= 1")
 
 
 def _accumulator(model, layers):

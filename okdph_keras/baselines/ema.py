@@ -12,12 +12,10 @@ average, so a later `fit()` trains on from the average, not from the raw
 weights.
 """
 
-import math
-import numbers
-
 import keras
 
-from okdph_keras.baselines.batchnorm import check_steps, recompute_batchnorm
+from okdph_keras.baselines.batchnorm import check_steps, recompute_statistics
+from okdph_keras.validation import check_number, fail
 
 
 def ema_optimizer(optimizer, momentum=0.999, overwrite_frequency=None):
@@ -38,13 +36,7 @@ def ema_optimizer(optimizer, momentum=0.999, overwrite_frequency=None):
         >>> model.compile(ema_optimizer(keras.optimizers.SGD(0.1), 0.999), loss=...)
         >>> model.fit(data, epochs=200, callbacks=[EMABatchNorm(train_images.batch(256))])
     """
-    if (
-        isinstance(momentum, bool)
-        or not isinstance(momentum, numbers.Real)
-        or not math.isfinite(momentum)
-        or not 0.0 <= momentum < 1.0
-    ):
-        raise ValueError(f"EMA momentum={momentum!r} is out of range; it must be in [0, 1).")
+    momentum = check_number("momentum", momentum, low=0, high=1, high_open=True)
     optimizer = keras.optimizers.get(optimizer)
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         raise ValueError(
@@ -53,7 +45,7 @@ def ema_optimizer(optimizer, momentum=0.999, overwrite_frequency=None):
         )
     config = keras.optimizers.serialize(optimizer)
     config["config"].update(
-        use_ema=True, ema_momentum=float(momentum), ema_overwrite_frequency=overwrite_frequency
+        use_ema=True, ema_momentum=momentum, ema_overwrite_frequency=overwrite_frequency
     )
     return keras.optimizers.deserialize(config)
 
@@ -75,14 +67,14 @@ class EMABatchNorm(keras.callbacks.Callback):
     def __init__(self, bn_data, steps=None):
         super().__init__()
         if bn_data is None:
-            raise ValueError("EMABatchNorm needs bn_data: batches of training inputs.")
-        check_steps("EMABatchNorm steps", steps)
+            fail("bn_data", bn_data, "batches of training inputs")
+        check_steps("steps", steps)
         self.bn_data = bn_data
         self.steps = steps
 
     def set_model(self, model):
         if not isinstance(model, keras.Model):
-            raise ValueError(f"EMABatchNorm works on a keras.Model; got {type(model).__name__}.")
+            fail("model", model, "a keras.Model")
         super().set_model(model)
 
     def on_train_begin(self, logs=None):
@@ -96,4 +88,4 @@ class EMABatchNorm(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         # fit() has already written the average into the model.
-        recompute_batchnorm(self.model, self.bn_data, self.steps)
+        recompute_statistics(self.model, self.bn_data, self.steps)

@@ -8,13 +8,11 @@ own local gradient (the paper's "m-sharpness", m = per-replica batch); only
 the final gradients are summed across replicas, by the optimizer.
 """
 
-import math
-import numbers
-
 import keras
 import tensorflow as tf
 
 from okdph_keras import distribute, hybrid, losses, sync_batchnorm
+from okdph_keras.validation import check_bool, check_number, fail
 
 NORM_EPSILON = 1e-12  # added to ||g|| so that a zero gradient gives eps = 0
 
@@ -63,6 +61,18 @@ def sharpness_aware_gradients(
         >>> optimizer.apply_gradients(zip(grads, model.trainable_variables))
     """
     _check_options(rho, adaptive, eta)
+    return _sharpness_aware_gradients(
+        loss_fn,
+        variable_groups,
+        rho=rho,
+        adaptive=adaptive,
+        eta=eta,
+        frozen_variables=frozen_variables,
+    )
+
+
+def _sharpness_aware_gradients(loss_fn, variable_groups, *, rho, adaptive, eta, frozen_variables):
+    """`sharpness_aware_gradients` with options already checked."""
     groups = [list(group) for group in variable_groups]
     variables = [v for group in groups for v in group]
     gradients, objective, aux = _gradients(loss_fn, variables)
@@ -122,16 +132,9 @@ def _gradients(loss_fn, variables):
 
 
 def _check_options(rho, adaptive, eta):
-    if not _is_real(rho) or rho <= 0:
-        raise ValueError(f"rho={rho!r} is not allowed; it must be a finite number > 0.")
-    if not isinstance(adaptive, bool):
-        raise ValueError(f"adaptive must be True or False; got {adaptive!r}.")
-    if not _is_real(eta) or eta < 0:
-        raise ValueError(f"eta={eta!r} is not allowed; it must be a finite number >= 0.")
-
-
-def _is_real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    check_number("rho", rho, low=0, low_open=True)
+    check_bool("adaptive", adaptive)
+    check_number("eta", eta, low=0)
 
 
 @keras.saving.register_keras_serializable(package="okdph_keras")
@@ -166,12 +169,12 @@ class SAM(keras.Model):
 
     def __init__(self, model, rho=0.05, adaptive=False, eta=0.01, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(model, keras.Model):
-            raise ValueError(f"SAM wraps a keras.Model; got {type(model).__name__}.")
-        if not model.built or not model.trainable_variables:
-            raise ValueError(
-                f"SAM needs a built model with trainable variables; {model.name} has "
-                "none (start it with keras.Input, or call it on a batch first)."
+        if not (isinstance(model, keras.Model) and model.built and model.trainable_variables):
+            fail(
+                "model",
+                model,
+                "a built keras.Model with trainable variables (start it with keras.Input, "
+                "or call it on a batch first)",
             )
         _check_options(rho, adaptive, eta)
         self.model = model
@@ -198,10 +201,10 @@ class SAM(keras.Model):
                 )
                 return self.optimizer.scale_loss(loss), (loss, y_pred)
 
-            gradients, _, (loss, y_pred) = sharpness_aware_gradients(
+            gradients, _, (loss, y_pred) = _sharpness_aware_gradients(
                 loss_fn,
                 [variables],
-                self.rho,
+                rho=self.rho,
                 adaptive=self.adaptive,
                 eta=self.eta,
                 frozen_variables=[
@@ -250,16 +253,9 @@ class SAM(keras.Model):
         return x, y, sample_weight
 
     def get_config(self):
-        return {
-            "name": self.name,
-            "model": keras.saving.serialize_keras_object(self.model),
-            "rho": self.rho,
-            "adaptive": self.adaptive,
-            "eta": self.eta,
-        }
+        options = {key: getattr(self, key) for key in ("name", "rho", "adaptive", "eta")}
+        return {**options, "model": keras.saving.serialize_keras_object(self.model)}
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["model"] = keras.saving.deserialize_keras_object(config["model"])
-        return cls(**config)
+        return cls(**{**config, "model": keras.saving.deserialize_keras_object(config["model"])})

@@ -1,6 +1,5 @@
 """Stochastic weight averaging (Izmailov et al. 2018) as a Keras callback."""
 
-import numbers
 import os
 import warnings
 
@@ -13,8 +12,9 @@ from okdph_keras.baselines.batchnorm import (
     batchnorm_layers,
     batchnorm_statistics,
     check_steps,
-    recompute_batchnorm,
+    recompute_statistics,
 )
+from okdph_keras.validation import check_integer, fail
 
 
 @keras.saving.register_keras_serializable(package="okdph_keras")
@@ -56,17 +56,11 @@ class SWA(keras.callbacks.Callback):
 
     def __init__(self, start_epoch, every=1, bn_data=None, bn_steps=None, state_path=None):
         super().__init__()
-        if not _is_integer(start_epoch) or start_epoch < 0:
-            raise ValueError(
-                f"SWA start_epoch={start_epoch!r} is not allowed; it must be an integer >= 0."
-            )
-        if not _is_integer(every) or every < 1:
-            raise ValueError(f"SWA every={every!r} is not allowed; it must be an integer >= 1.")
-        check_steps("SWA bn_steps", bn_steps)
+        self.start_epoch = check_integer("start_epoch", start_epoch, low=0)
+        self.every = check_integer("every", every, low=1)
+        check_steps("bn_steps", bn_steps)
         if state_path is not None and not str(state_path).endswith(".npz"):
-            raise ValueError(f"SWA state_path={state_path!r} must end with '.npz'.")
-        self.start_epoch = int(start_epoch)
-        self.every = int(every)
+            fail("state_path", state_path, "None or a path ending in '.npz'")
         self.bn_data = bn_data
         self.bn_steps = bn_steps
         self.state_path = state_path
@@ -76,7 +70,7 @@ class SWA(keras.callbacks.Callback):
 
     def set_model(self, model):
         if not isinstance(model, keras.Model):
-            raise ValueError(f"SWA works on a keras.Model; got {type(model).__name__}.")
+            fail("model", model, "a keras.Model")
         super().set_model(model)
 
     def on_train_begin(self, logs=None):
@@ -126,7 +120,7 @@ class SWA(keras.callbacks.Callback):
         for variable, average in zip(averaged_variables(self.model), self.averages):
             variable.assign(average)
         if self.bn_data is not None:
-            recompute_batchnorm(self.model, self.bn_data, self.bn_steps)
+            recompute_statistics(self.model, self.bn_data, self.bn_steps)
         elif any(layer.trainable for layer in batchnorm_layers(self.model)):
             warnings.warn(
                 "SWA got no bn_data: the model's BatchNorm statistics belong to the "
@@ -182,7 +176,3 @@ def _check_matches(found, expected, what):
             f"{len(expected)} variables SWA averages in this model (shapes differ). "
             "Use a new SWA callback (and state_path) per model."
         )
-
-
-def _is_integer(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

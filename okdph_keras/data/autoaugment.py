@@ -15,23 +15,6 @@ import math
 import numpy as np
 import tensorflow as tf
 
-OP_NAMES = (
-    "Identity",
-    "ShearX",
-    "ShearY",
-    "TranslateX",
-    "TranslateY",
-    "Rotate",
-    "Brightness",
-    "Color",
-    "Contrast",
-    "Sharpness",
-    "Posterize",
-    "Solarize",
-    "AutoContrast",
-    "Equalize",
-    "Invert",
-)
 # Ops whose magnitude torchvision negates with probability 1/2.
 SIGNED_OPS = (
     "ShearX",
@@ -44,6 +27,7 @@ SIGNED_OPS = (
     "Contrast",
     "Sharpness",
 )
+OP_NAMES = ("Identity", *SIGNED_OPS, "Posterize", "Solarize", "AutoContrast", "Equalize", "Invert")
 # RandAugment draws from every op but Invert.
 RANDAUGMENT_OPS = OP_NAMES[:-1]
 

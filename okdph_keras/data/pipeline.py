@@ -11,7 +11,7 @@ arrays) are gathered and only then decoded, so the shuffle holds 8 bytes per
 example and decoded images are bounded by the map's parallelism, the batch
 and a bounded prefetch. TFDS records cannot be indexed: a TFDS split is
 shuffled at file level with a seed per epoch, then in a buffer of encoded
-records bounded in bytes (`sources.RECORD_BUFFER_BYTES`; uniform only when it
+records bounded in bytes (`tfds_source.RECORD_BUFFER_BYTES`; uniform only when it
 holds the whole split). Any other stream (a `Source` whose dataset was
 replaced) is shuffled in a buffer of `MAX_SHUFFLE_BUFFER` encoded examples.
 
@@ -21,14 +21,12 @@ with `epochs` given a run resumed at epoch k sees the batches an uninterrupted
 run would have seen.
 """
 
-import math
-import numbers
-
 import numpy as np
 import tensorflow as tf
 
-from okdph_keras.data.sources import Source, parts_of
+from okdph_keras.data.source import Source, parts_of
 from okdph_keras.data.views import normalize
+from okdph_keras.validation import check_integer, check_number, fail
 
 AUTOTUNE = tf.data.AUTOTUNE
 MAX_SHUFFLE_BUFFER = 50_000  # examples of a stream that is neither arrays nor TFDS files
@@ -49,14 +47,16 @@ class _BatchedCallable:
         return images if self.function is None else self.function(images)
 
 
-def _as_view(view):
+def _as_view(index, view):
     if hasattr(view, "crop") and hasattr(view, "augment"):
         return view
     if view is None or callable(view):
         return _BatchedCallable(view)
-    raise ValueError(
-        "Each view must be an okdph_keras.data.views.View, a callable on float "
-        f"batches (such as a Keras preprocessing layer) or None; got {view!r}."
+    fail(
+        f"views[{index}]",
+        view,
+        "an okdph_keras.data.views.View, a callable on float batches (such as a Keras "
+        "preprocessing layer) or None",
     )
 
 
@@ -123,24 +123,10 @@ def _indexed_epochs(arrays, decode, count):
     return epoch
 
 
-def _check_batch_size(batch_size):
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}.")
-
-
-def _check_finishing(examples, normalization, noise_mean, noise_std):
+def _check_finishing(examples, *, normalization, noise_mean, noise_std):
     """Fails unless `normalization` fits the images' channels and the noise is sane."""
-    for name, value in (("noise_mean", noise_mean), ("noise_std", noise_std)):
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, numbers.Real)
-            or not math.isfinite(value)
-        ):
-            raise ValueError(f"{name}={value!r} is not allowed; it must be a finite number.")
-    if noise_std < 0:
-        raise ValueError(
-            f"noise_std={noise_std!r} is not allowed; it must be a finite number >= 0."
-        )
+    check_number("noise_mean", noise_mean)
+    check_number("noise_std", noise_std, low=0)
     if normalization is None:
         return
     try:
@@ -148,21 +134,16 @@ def _check_finishing(examples, normalization, noise_mean, noise_std):
     except (TypeError, ValueError):
         mean = std = None
     if mean is None or mean.ndim != 1 or mean.shape != std.shape or not len(mean):
-        raise ValueError(
-            f"normalization={normalization!r} is not allowed; expected (mean, std) with one "
-            "value per channel each."
-        )
+        fail("normalization", normalization, "(mean, std) with one value per channel each")
     if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
-        raise ValueError(
-            f"normalization={normalization!r} is not allowed; values must be finite and "
-            "every std > 0."
-        )
+        fail("normalization", normalization, "finite values, every std > 0")
     channels = examples.element_spec[0].shape[-1]
     if channels is not None and len(mean) not in (1, channels):
-        raise ValueError(
-            f"normalization has {len(mean)} values per channel but the images have "
-            f"{channels} channels; give {channels} (or 1, for all): normalization="
-            f"{normalization!r}."
+        fail(
+            "normalization",
+            normalization,
+            f"(mean, std) of {channels} values each (or 1, for all): the images have "
+            f"{channels} channels",
         )
 
 
@@ -228,11 +209,13 @@ def multi_view_dataset(
         >>> data = multi_view_dataset((x, y), [flip, flip, None], batch_size=128)
     """
     if not views:
-        raise ValueError("multi_view_dataset needs at least one view.")
-    views = [_as_view(v) for v in views]
-    _check_batch_size(batch_size)
+        fail("views", views, "a list of at least one view")
+    views = [_as_view(index, view) for index, view in enumerate(views)]
+    check_integer("batch_size", batch_size, low=1)
     examples, _, epoch_examples = _examples(data)
-    _check_finishing(examples, normalization, noise_mean, noise_std)
+    _check_finishing(
+        examples, normalization=normalization, noise_mean=noise_mean, noise_std=noise_std
+    )
 
     num_views = len(views)
 
@@ -312,9 +295,11 @@ def eval_dataset(
     Returns:
         A `tf.data.Dataset` of `(float images, labels)`.
     """
-    _check_batch_size(batch_size)
+    check_integer("batch_size", batch_size, low=1)
     examples, _, _ = _examples(data)
-    _check_finishing(examples, normalization, noise_mean, noise_std)
+    _check_finishing(
+        examples, normalization=normalization, noise_mean=noise_mean, noise_std=noise_std
+    )
     transform = transform or (lambda image: tf.cast(image, tf.float32))
     dataset = examples.map(
         lambda image, label: (transform(image), label), num_parallel_calls=AUTOTUNE

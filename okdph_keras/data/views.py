@@ -17,6 +17,7 @@ import zlib
 import tensorflow as tf
 
 from okdph_keras.data.autoaugment import auto_augment, rand_augment, rotate
+from okdph_keras.validation import check_choice
 
 VIEW_NAMES = ("none", "hflip", "hflip+rot", "cutout", "randaugment", "autoaugment")
 STYLES = ("cifar", "imagenet")
@@ -82,11 +83,6 @@ class View:
 
     def __repr__(self):
         return f"View({self.name!r})"
-
-
-def _check_style(style):
-    if style not in STYLES:
-        raise ValueError(f"Unknown style {style!r}; expected one of {STYLES}.")
 
 
 def _to_float(image):
@@ -207,9 +203,8 @@ def make_view(name, style="cifar", image_size=None, seed=None):
     Example:
         >>> views = [make_view(n, seed=i) for i, n in enumerate(DEFAULT_VIEWS["cifar10"])]
     """
-    _check_style(style)
-    if name not in VIEW_NAMES:
-        raise ValueError(f"Unknown view {name!r}; expected one of {VIEW_NAMES}.")
+    check_choice("style", style, STYLES)
+    check_choice("name", name, VIEW_NAMES)
     size = image_size or _DEFAULT_SIZE[style]
     if style == "cifar":
         crop = (
@@ -251,7 +246,7 @@ def eval_transform(style="cifar", image_size=None):
     Example:
         >>> test = test.map(eval_transform("imagenet")).batch(256)
     """
-    _check_style(style)
+    check_choice("style", style, STYLES)
     if style == "cifar":
         return functools.partial(_to_float_sized, size=image_size or _DEFAULT_SIZE[style])
     return functools.partial(_resize_centre_crop, size=image_size or _DEFAULT_SIZE[style])
