@@ -11,6 +11,7 @@ import numpy as np
 
 from okdph_keras import hybrid
 from okdph_keras.analysis import evaluation
+from okdph_keras.validation import check_integer, fail
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +99,7 @@ def interpolate_through(
     models = list(models)
     if len(models) < 2:
         raise ValueError(f"interpolate_through needs at least 2 models; got {len(models)}.")
-    points_per_segment = evaluation.check_integer("points_per_segment", points_per_segment, low=1)
+    points_per_segment = check_integer("points_per_segment", points_per_segment, low=1)
     evaluation.check_homogeneous(models)
     evaluator = evaluation.Evaluator(models[0], data, loss_fn, batch_size)
     values = [evaluation.model_values(model) for model in models]
@@ -133,12 +134,10 @@ def _curve(positions, results):
 
 
 def _check_alphas(alphas):
-    alphas = np.asarray(alphas, np.float64)
-    if alphas.ndim != 1 or alphas.size == 0 or not np.all(np.isfinite(alphas)):
-        raise ValueError(
-            f"alphas must be a non-empty 1-D sequence of finite numbers; got {alphas!r}."
-        )
-    return alphas
+    values = np.asarray(alphas, np.float64)
+    if values.ndim != 1 or values.size == 0 or not np.all(np.isfinite(values)):
+        fail("alphas", alphas, "a non-empty 1-D sequence of finite numbers")
+    return values
 
 
 def loss_barrier(curve):

@@ -98,7 +98,7 @@ def _from_arrays(value, settings, what, need_labels, limit, seed):
     return Images(batches, len(images), f"arrays passed as {what}: {len(images)} images{sample}")
 
 
-def draw(value, settings, what, need_labels, limit, seed, label=None):
+def draw(value, settings, *, what, need_labels, limit, seed, label=None):
     """`Images` from a `Source` (test-time transform) or arrays, at most `limit` of them.
 
     Args:
