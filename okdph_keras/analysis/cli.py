@@ -117,6 +117,7 @@ COUNT, INDEX, POSITIVE = _at_least(int, 1), _at_least(int, 0), _at_least(float, 
 
 
 def build_parser():
+    """The `argparse` parser of the three commands and their common options."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("source", help="run directory, or .keras file of an OKDPH model")
     common.add_argument("--output", required=True, help="directory for the results (created)")
@@ -190,6 +191,7 @@ def build_parser():
 
 
 def main(argv=None):
+    """`python -m okdph_keras.analysis COMMAND SOURCE --output DIR`; returns 0, exits 1 on errors."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

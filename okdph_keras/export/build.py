@@ -15,6 +15,7 @@ from okdph_keras import checkpointing, rundir
 from okdph_keras.export import atomic, convert, metadata, origin, samples, settings, verify
 from okdph_keras.export.convert import VARIANTS
 from okdph_keras.predict import METADATA_FILE, SAVED_MODEL_DIR
+from okdph_keras.validation import fail
 
 # For a run, the default of each data argument: (the run's split, what it is needed for).
 RUN_DEFAULTS = {
@@ -182,8 +183,10 @@ def _class_names(loaded, resolved, class_names):
         class_names = loaded.sources("class names", REMEDY).train.class_names
     names = tuple(str(n) for n in (class_names or range(resolved.num_classes)))
     if len(names) != resolved.num_classes:
-        raise ValueError(
-            f"{len(names)} class names for a student with {resolved.num_classes} outputs."
+        fail(
+            "class_names",
+            class_names,
+            f"{resolved.num_classes} names, one per output of the student",
         )
     return names
 

@@ -49,6 +49,7 @@ def _dataset_options(dataset, data_dir):
 
 
 def main(argv=None):
+    """`python -m okdph_keras.export SOURCE --output DIR [options]`; returns 0, exits 1 on errors."""
     parser = argparse.ArgumentParser(
         prog="python -m okdph_keras.export",
         description="Export one student of a run (or a .keras file) to a SavedModel and TFLite, verified.",

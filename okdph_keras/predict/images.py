@@ -66,7 +66,7 @@ def _resize_weights(in_size, out_size, antialias):
     return np.minimum(positions, in_size - 1), weights
 
 
-def _resize(image, height, width, antialias):
+def _resize(image, height, width, *, antialias):
     """A float32 `[H, W, C]` image resized to `[height, width, C]`, rows then columns."""
     for axis, size in ((0, height), (1, width)):
         indices, weights = _resize_weights(image.shape[axis], size, antialias)

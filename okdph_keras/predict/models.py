@@ -30,11 +30,12 @@ class ExportedModel:
         metadata: the export's metadata (a dict), or None.
     """
 
-    def __init__(self, path, kind, image_size, channels, num_classes, metadata=None):
+    kind = None  # each subclass's
+
+    def __init__(self, path, sizes, metadata=None):
+        """`sizes`: `(S, C, K)`, the input's side and channels and the number of classes."""
         self.path = path
-        self.kind = kind
-        self.image_size = image_size
-        self.channels = channels
+        self.image_size, self.channels, num_classes = sizes
         self.metadata = metadata
         names = metadata.get("class_names") if metadata else None
         self.class_names = tuple(names) if names else tuple(str(k) for k in range(num_classes))
@@ -95,6 +96,8 @@ def _square_size(shape, path):
 class SavedModel(ExportedModel):
     """A SavedModel's `serving_default` signature, run with TensorFlow."""
 
+    kind = "saved_model"
+
     def __init__(self, path, metadata=None):
         import tensorflow as tf  # noqa: PLC0415 (slow to import; only for SavedModels)
 
@@ -123,7 +126,7 @@ class SavedModel(ExportedModel):
         size, channels = _square_size(spec.shape.as_list(), path)
         outputs = self._function.structured_outputs
         num_classes = next(iter(outputs.values())).shape[-1]
-        super().__init__(path, "saved_model", size, channels, num_classes, metadata)
+        super().__init__(path, (size, channels, num_classes), metadata)
 
     def outputs(self, images):
         import tensorflow as tf  # noqa: PLC0415
@@ -141,6 +144,8 @@ class TFLiteModel(ExportedModel):
         metadata: the export's metadata, or None.
         num_threads: interpreter threads (None: LiteRT's default).
     """
+
+    kind = "tflite"
 
     def __init__(self, path, metadata=None, num_threads=None):
         from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415 (only for .tflite)
@@ -172,7 +177,7 @@ class TFLiteModel(ExportedModel):
         self.output_details = outputs
         size, channels = _square_size(list(self.input_details["shape"]), path)
         num_classes = int(next(iter(outputs.values()))["shape"][-1])
-        super().__init__(path, "tflite", size, channels, num_classes, metadata)
+        super().__init__(path, (size, channels, num_classes), metadata)
 
     def _dequantize(self, name, value):
         scale, zero_point = self.output_details[name]["quantization"]
