@@ -44,8 +44,20 @@ def plot_curves(history, path, title=""):
     loss_axis.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     for axis in (accuracy_axis, loss_axis):
         axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    save_figure(figure, path, title=title, legend_size="x-small")
+
+
+def save_figure(figure, path, *, title="", legend_size="small"):
+    """Grids and legends every axis of `figure`, titles it, writes the PNG `path`, closes it.
+
+    Example:
+        >>> figure, axis = plt.subplots()
+        >>> axis.plot([0, 1], [1, 0], label="loss")
+        >>> save_figure(figure, "loss.png", title="a run")
+    """
+    for axis in figure.axes:
         axis.grid(alpha=0.3)
-        axis.legend(fontsize="x-small")
+        axis.legend(fontsize=legend_size)
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=100)

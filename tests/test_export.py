@@ -337,11 +337,14 @@ def test_bad_inputs_give_clear_errors(run_dir, tmp_path):
     with pytest.raises(ValueError, match="Could not load a Keras model from .*junk.keras"):
         export.export_student(tmp_path / "junk.keras", tmp_path / "out")
     with pytest.raises(
-        ValueError, match=r"Unknown TFLite variant.*'int4'.*known variants: \['float32'"
+        ValueError,
+        match=r"variants=\['int4'\] is not allowed; it must be one or more of the TFLite "
+        r"variants \['float32'",
     ):
         export.export_student(run_dir, tmp_path / "out", variants=["float32", "int4"])
     with pytest.raises(
-        ValueError, match=r"student=2 is out of range.*2 students \(indices 0 to 1\)"
+        ValueError,
+        match=r"student=2 is not allowed; it must be an integer in \[0, 1\]: .* holds 2 students",
     ):
         export.export_student(run_dir, tmp_path / "out", student=2)
     with pytest.raises(
@@ -387,7 +390,7 @@ def test_command_line(run_dir, exported, tmp_path, capsys):
     output = tmp_path / "cli"
     with pytest.raises(SystemExit):
         export.main([str(run_dir), "--output", str(output), "--variants", "float32,int3"])
-    assert "known variants" in capsys.readouterr().err
+    assert "variants=['int3'] is not allowed; it must be one or more of" in capsys.readouterr().err
 
     export.main(
         [

@@ -166,8 +166,12 @@ def test_bad_inputs_give_clear_errors(exported, image_files, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert "holds no model" in fails(tmp_path / "empty", paths[0])
     assert "holds no model" in fails(broken, paths[0])
-    assert "has no variant 'float16'" in fails(exported, paths[0], "--variant", "float16")
-    assert "top_k must be an integer >= 1" in fails(exported, paths[0], "--top_k", "0")
+    assert "variant='float16' is not allowed; it must be one of the variants export" in fails(
+        exported, paths[0], "--variant", "float16"
+    )
+    assert "top_k=0 is not allowed; it must be an integer >= 1" in fails(
+        exported, paths[0], "--top_k", "0"
+    )
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"not a flatbuffer")
     assert "Could not load the TFLite model" in fails(junk, paths[0])

@@ -12,97 +12,19 @@ import json
 import os
 import sys
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from okdph_keras import checkpointing
-from okdph_keras.analysis import evaluation, hessian, interpolation, landscape, plots, sharpness
-from okdph_keras.config import Config
+from okdph_keras import checkpointing, rundir
+from okdph_keras.analysis import commands
 from okdph_keras.data import sources as sources_lib
 from okdph_keras.data import views as views_lib
 from okdph_keras.data.pipeline import eval_dataset
-from okdph_keras.model import OKDPH
 
 SPLITS = ("train", "validation", "test")
 
 
-@dataclasses.dataclass(frozen=True)
-class Origin:
-    """A loaded model and, for a run directory, its configuration."""
-
-    path: str
-    model: keras.Model  # an OKDPH, or a single network
-    config: Config | None
-
-
-def load_origin(source):
-    """The model of a run directory (its last checkpoint) or of a `.keras` file.
-
-    Example:
-        >>> load_origin("runs/cifar10_resnet32_m2_seed42").model.students
-    """
-    path = os.path.abspath(os.fspath(source))
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{source} does not exist: expected a run directory (with config.json and "
-            "state.json) or a .keras file."
-        )
-    if not os.path.isdir(path):
-        if not path.endswith(".keras"):
-            raise ValueError(f"{source} is not a run directory or a .keras file.")
-        return Origin(path, _load_keras(path), None)
-    config_path = os.path.join(path, "config.json")
-    if not os.path.isfile(config_path):
-        raise ValueError(f"{source} has no config.json: it is not a run directory.")
-    state = checkpointing.load_state(path)
-    if state is None:
-        raise ValueError(
-            f"Run directory {source} holds no checkpoint yet (no {checkpointing.STATE_FILE})."
-        )
-    checkpoint = os.path.join(path, state["checkpoint"])
-    if not os.path.isfile(checkpoint):
-        raise ValueError(
-            f"Run directory {source} names the checkpoint {checkpoint}, which is missing."
-        )
-    config = Config.from_json_dict(checkpointing.load_json(config_path))
-    return Origin(path, _load_keras(checkpoint), config)
-
-
-def _load_keras(path):
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as error:  # noqa: BLE001 (Keras raises many kinds; name the file)
-        raise ValueError(f"Could not load a Keras model from {path}: {error}") from error
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"{path} holds a {type(model).__name__}, not a Keras model.")
-    return model
-
-
-def select_network(model, network):
-    """`(name, keras.Model)` for a student index (`"0"`, `"1"`, ...) or `"hwm"`."""
-    if network == "hwm":
-        if not isinstance(model, OKDPH):
-            raise ValueError(
-                f"--network hwm needs an OKDPH model; this is a {type(model).__name__}."
-            )
-        return "hwm", model.hybrid_model()
-    students = model.students if isinstance(model, OKDPH) else [model]
-    try:
-        index = int(network)
-    except ValueError:
-        index = None
-    if index is None or not 0 <= index < len(students):
-        choices = f"a student index from 0 to {len(students) - 1}"
-        choices += " or 'hwm'" if isinstance(model, OKDPH) else ""
-        raise ValueError(
-            f"Network {network!r} is out of range or unknown: the model has {len(students)} "
-            f"student(s); give {choices}."
-        )
-    return f"student_{index}", students[index]
-
-
-def load_data(origin, split="test", data_path=None, batch_size=256, max_examples=None):
+def load_data(origin, *, split, data_path, batch_size, max_examples):
     """`(dataset of (images, labels) batches, description)` for the analyses.
 
     Without `data_path`, the run's `split` from `okdph_keras.train.load_sources`,
@@ -129,9 +51,7 @@ def load_data(origin, split="test", data_path=None, batch_size=256, max_examples
             f"{origin.path} is a .keras file, which records no data: pass --data PATH.npz "
             "(arrays 'images' and 'labels')."
         )
-    from okdph_keras import train  # noqa: PLC0415 (heavy; only for run directories)
-
-    source = getattr(train.load_sources(config), split)
+    source = getattr(origin.sources(f"the analysis ({split} split)"), split)
     if source is None:
         raise ValueError(f"Run {origin.path} has no {split} split.")
     if max_examples is not None and max_examples < source.num_examples:
@@ -173,141 +93,6 @@ def _preprocess(source, config, batch_size):
     )
 
 
-# --- commands ----------------------------------------------------------------------------
-
-
-def run_interpolate(args, origin, data):
-    """Student A -> B on a line, and A -> HWM -> B; writes .npz and .png, returns (stem, summary)."""
-    model = origin.model
-    if not isinstance(model, OKDPH):
-        raise ValueError(
-            f"interpolate needs two students: {origin.path} holds a {type(model).__name__}, "
-            "not an OKDPH model."
-        )
-    a, b = args.students
-    if a == b:
-        raise ValueError(f"--students {a} {b}: give two different students.")
-    (_, student_a), (_, student_b) = (select_network(model, str(index)) for index in (a, b))
-    print(f"Line from student {a} to student {b}:")
-    line = interpolation.interpolate(
-        student_a,
-        student_b,
-        data,
-        np.linspace(0.0, 1.0, args.steps + 1),
-        batch_size=args.batch_size,
-        verbose=True,
-    )
-    print(f"Path from student {a} through the HWM to student {b}:")
-    through = interpolation.interpolate_through(
-        [student_a, model.hybrid_model(), student_b],
-        data,
-        args.steps,
-        batch_size=args.batch_size,
-        verbose=True,
-    )
-    stem = os.path.join(args.output, f"interpolation_student_{a}_student_{b}")
-    arrays = dict(
-        line_alphas=line.positions,
-        line_loss=line.loss,
-        line_accuracy=line.accuracy,
-        path_positions=through.positions,
-        path_loss=through.loss,
-        path_accuracy=through.accuracy,
-    )
-    hwm = args.steps  # the HWM's index on the path
-    summary = {
-        "students": [a, b],
-        "hwm_coefficients": np.asarray(model.coefficients).tolist(),
-        "endpoint_loss": [line.loss[0], line.loss[-1]],
-        "endpoint_accuracy": [line.accuracy[0], line.accuracy[-1]],
-        "line_barrier": interpolation.loss_barrier(line),
-        "hwm_loss": through.loss[hwm],
-        "hwm_accuracy": through.accuracy[hwm],
-        "path_barrier": interpolation.loss_barrier(through),
-    }
-    _write_npz(stem + ".npz", arrays)
-    checkpointing.write_atomically(
-        stem + ".png",
-        lambda path: plots.plot_interpolation(
-            {f"line: student {a} -> {b}": line, f"path: student {a} -> HWM -> {b}": through},
-            path,
-            title=os.path.basename(origin.path),
-        ),
-    )
-    return stem, summary
-
-
-def run_landscape(args, origin, data):
-    """The 2-D loss landscape around one network; writes .npz and .png, returns (stem, summary)."""
-    name, network = select_network(origin.model, args.network)
-    grid = landscape.landscape_2d(
-        network,
-        data,
-        args.span,
-        args.resolution,
-        args.seed,
-        batch_size=args.batch_size,
-        verbose=True,
-    )
-    stem = os.path.join(args.output, f"landscape_{name}")
-    _write_npz(stem + ".npz", dataclasses.asdict(grid))
-    checkpointing.write_atomically(
-        stem + ".png",
-        lambda path: plots.plot_landscape(
-            grid, path, title=f"{name}, {os.path.basename(origin.path)}"
-        ),
-    )
-    return stem, {
-        "network": name,
-        "span": args.span,
-        "resolution": args.resolution,
-        "seed": args.seed,
-        "network_loss": evaluation.evaluate(network, data).loss,
-        "grid_min_loss": float(grid.loss.min()),
-        "grid_max_loss": float(grid.loss.max()),
-    }
-
-
-def run_flatness(args, origin, data):
-    """Perturbation sharpness at each radius and the top Hessian eigenvalue: (stem, summary)."""
-    name, network = select_network(origin.model, args.network)
-    radii = []
-    for radius in args.radius:
-        result = sharpness.perturbation_sharpness(
-            network, data, radius, args.samples, args.seed, batch_size=args.batch_size, verbose=True
-        )
-        radii.append(
-            {
-                "radius": radius,
-                "base_loss": result.base_loss,
-                "mean_increase": result.mean_increase,
-                "max_increase": result.max_increase,
-                "increases": result.increases.tolist(),
-            }
-        )
-    top = hessian.top_hessian_eigenvalue(
-        network,
-        data.take(args.hessian_batches),
-        args.iterations,
-        args.tolerance,
-        args.seed,
-        batch_size=args.batch_size,
-        verbose=True,
-    )
-    summary = {
-        "network": name,
-        "samples": args.samples,
-        "seed": args.seed,
-        "perturbation": radii,
-        "hessian": dataclasses.asdict(top) | {"tolerance": args.tolerance},
-    }
-    return os.path.join(args.output, f"flatness_{name}"), summary
-
-
-def _write_npz(path, arrays):
-    checkpointing.write_atomically(path, lambda temporary: np.savez(temporary, **arrays))
-
-
 # --- command line ------------------------------------------------------------------------
 
 
@@ -332,6 +117,7 @@ COUNT, INDEX, POSITIVE = _at_least(int, 1), _at_least(int, 0), _at_least(float, 
 
 
 def build_parser():
+    """The `argparse` parser of the three commands and their common options."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("source", help="run directory, or .keras file of an OKDPH model")
     common.add_argument("--output", required=True, help="directory for the results (created)")
@@ -404,18 +190,20 @@ def build_parser():
     return parser
 
 
-COMMANDS = {"interpolate": run_interpolate, "landscape": run_landscape, "flatness": run_flatness}
-
-
 def main(argv=None):
+    """`python -m okdph_keras.analysis COMMAND SOURCE --output DIR`; returns 0, exits 1 on errors."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        origin = load_origin(args.source)
+        origin = rundir.load(args.source)
         data, description = load_data(
-            origin, args.split, args.data, args.batch_size, args.max_examples
+            origin,
+            split=args.split,
+            data_path=args.data,
+            batch_size=args.batch_size,
+            max_examples=args.max_examples,
         )
-        stem, summary = COMMANDS[args.command](args, origin, data)
+        stem, summary = commands.COMMANDS[args.command](args, origin, data)
         summary = {"command": args.command, "source": origin.path, "data": description} | summary
         checkpointing.write_json_atomically(stem + ".json", summary)
     except (ValueError, FileNotFoundError) as error:

@@ -7,13 +7,13 @@ statistics), so no model is ever modified.
 """
 
 import math
-import numbers
 from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
 from okdph_keras import losses
+from okdph_keras.validation import check_integer
 
 DEFAULT_BATCH_SIZE = 256
 
@@ -145,15 +145,3 @@ def evaluate(model, data, *, loss_fn=None, batch_size=DEFAULT_BATCH_SIZE):
         >>> evaluate(student, (x_test, y_test)).accuracy
     """
     return Evaluator(model, data, loss_fn, batch_size)(*model_values(model))
-
-
-def check_integer(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name}={value!r} is not allowed; it must be an integer >= {low}.")
-    return int(value)
-
-
-def check_positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
-        raise ValueError(f"{name}={value!r} is not allowed; it must be a finite number > 0.")
-    return float(value)

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from okdph_keras import hybrid, losses
 from okdph_keras.analysis import evaluation
+from okdph_keras.validation import check_integer, check_number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,8 +57,7 @@ def top_hessian_eigenvalue(
         iterations: at most this many iterations, >= 1.
         tolerance: relative tolerance, > 0.
         seed: integer seed of the start vector.
-        loss_fn: `loss_fn(labels, logits)` -> mean loss; default cross-entropy.
-        batch_size: batch size for array data.
+        loss_fn, batch_size: see `evaluate` (default: cross-entropy, 256 per batch of arrays).
         verbose: print one line per iteration.
 
     Returns:
@@ -66,9 +66,9 @@ def top_hessian_eigenvalue(
     Example:
         >>> top_hessian_eigenvalue(student, dataset.take(4), tolerance=1e-3).eigenvalue
     """
-    iterations = evaluation.check_integer("iterations", iterations, low=1)
-    tolerance = evaluation.check_positive("tolerance", tolerance)
-    seed = evaluation.check_integer("seed", seed, low=0)
+    iterations = check_integer("iterations", iterations, low=1)
+    tolerance = check_number("tolerance", tolerance, low=0, low_open=True)
+    seed = check_integer("seed", seed, low=0)
     batches = list(evaluation.as_batches(data, batch_size))
     shares = np.array([float(tf.shape(labels)[0]) for _, labels in batches])
     if shares.sum() == 0:

@@ -11,6 +11,7 @@ import numpy as np
 
 from okdph_keras import hybrid
 from okdph_keras.analysis import evaluation
+from okdph_keras.validation import check_integer, fail
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,8 +65,7 @@ def interpolate(
     evaluation.check_homogeneous([model_a, model_b])
     evaluator = evaluation.Evaluator(model_a, data, loss_fn, batch_size)
     start, end = evaluation.model_values(model_a), evaluation.model_values(model_b)
-    results = [_between(evaluator, start, end, alpha, alpha, verbose) for alpha in alphas]
-    return _curve(alphas, results)
+    return _evaluate(evaluator, [(alpha, (start, end), alpha) for alpha in alphas], verbose)
 
 
 def interpolate_through(
@@ -98,47 +98,44 @@ def interpolate_through(
     models = list(models)
     if len(models) < 2:
         raise ValueError(f"interpolate_through needs at least 2 models; got {len(models)}.")
-    points_per_segment = evaluation.check_integer("points_per_segment", points_per_segment, low=1)
+    points_per_segment = check_integer("points_per_segment", points_per_segment, low=1)
     evaluation.check_homogeneous(models)
     evaluator = evaluation.Evaluator(models[0], data, loss_fn, batch_size)
     values = [evaluation.model_values(model) for model in models]
-    positions, results = [], []
+    points = []
     for k in range(len(models) - 1):
         last = k == len(models) - 2
         for j in range(points_per_segment + last):
             alpha = j / points_per_segment
-            positions.append(k + alpha)
-            results.append(_between(evaluator, values[k], values[k + 1], alpha, k + alpha, verbose))
-    return _curve(np.asarray(positions), results)
+            points.append((k + alpha, (values[k], values[k + 1]), alpha))
+    return _evaluate(evaluator, points, verbose)
 
 
-def _between(evaluator, start, end, alpha, position, verbose):
-    """Evaluates `(1 - alpha) * start + alpha * end`, each a (trainable, non_trainable) pair."""
-    coefficients = [1.0 - alpha, alpha]
-    result = evaluator(
-        hybrid.convex_combination([start[0], end[0]], coefficients),
-        hybrid.convex_combination([start[1], end[1]], coefficients),
-    )
-    if verbose:
-        print(f"position {position:.3f}: loss {result.loss:.4f}, accuracy {result.accuracy:.4f}")
-    return result
-
-
-def _curve(positions, results):
-    return Curve(
-        np.asarray(positions, np.float64),
-        np.array([r.loss for r in results]),
-        np.array([r.accuracy for r in results]),
-    )
+def _evaluate(evaluator, points, verbose):
+    """The `Curve` of `points`: `(position, (start, end), alpha)`, evaluated at
+    `(1 - alpha) * start + alpha * end`, each end a (trainable, non_trainable) pair."""
+    positions, losses, accuracies = [], [], []
+    for position, ((start, start_state), (end, end_state)), alpha in points:
+        coefficients = [1.0 - alpha, alpha]
+        result = evaluator(
+            hybrid.convex_combination([start, end], coefficients),
+            hybrid.convex_combination([start_state, end_state], coefficients),
+        )
+        if verbose:
+            print(
+                f"position {position:.3f}: loss {result.loss:.4f}, accuracy {result.accuracy:.4f}"
+            )
+        positions.append(position)
+        losses.append(result.loss)
+        accuracies.append(result.accuracy)
+    return Curve(np.asarray(positions, np.float64), np.array(losses), np.array(accuracies))
 
 
 def _check_alphas(alphas):
-    alphas = np.asarray(alphas, np.float64)
-    if alphas.ndim != 1 or alphas.size == 0 or not np.all(np.isfinite(alphas)):
-        raise ValueError(
-            f"alphas must be a non-empty 1-D sequence of finite numbers; got {alphas!r}."
-        )
-    return alphas
+    values = np.asarray(alphas, np.float64)
+    if values.ndim != 1 or values.size == 0 or not np.all(np.isfinite(values)):
+        fail("alphas", alphas, "a non-empty 1-D sequence of finite numbers")
+    return values
 
 
 def loss_barrier(curve):

@@ -6,6 +6,7 @@ import numpy as np
 
 from okdph_keras.analysis import directions as directions_lib
 from okdph_keras.analysis import evaluation
+from okdph_keras.validation import check_integer, check_number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +53,7 @@ def landscape_2d(
         span: the grid covers `[-span, span]` on both axes; > 0.
         resolution: points per axis, >= 2 (odd puts the model itself on the grid).
         seed: integer seed of the directions.
-        loss_fn: `loss_fn(labels, logits)` -> mean loss; default cross-entropy.
-        batch_size: batch size for array data.
+        loss_fn, batch_size: see `evaluate` (default: cross-entropy, 256 per batch of arrays).
         verbose: print one line per grid row.
 
     Returns:
@@ -63,9 +63,9 @@ def landscape_2d(
         >>> grid = landscape_2d(okdph.students[0], (x, y), span=1.0, resolution=21, seed=0)
         >>> plot_landscape(grid, "landscape.png")
     """
-    span = evaluation.check_positive("span", span)
-    resolution = evaluation.check_integer("resolution", resolution, low=2)
-    seed = evaluation.check_integer("seed", seed, low=0)
+    span = check_number("span", span, low=0, low_open=True)
+    resolution = check_integer("resolution", resolution, low=2)
+    seed = check_integer("seed", seed, low=0)
     rng = np.random.default_rng(seed)
     d1 = directions_lib.filter_normalized_direction(model, rng)
     d2 = directions_lib.filter_normalized_direction(model, rng)

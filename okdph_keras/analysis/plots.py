@@ -6,6 +6,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from okdph_keras.curves import save_figure  # noqa: E402
+
 
 def plot_interpolation(curves, path, title=""):
     """Writes a PNG of loss and accuracy along one or more paths between two networks.
@@ -30,13 +32,7 @@ def plot_interpolation(curves, path, title=""):
     accuracy_axis.set(
         xlabel="fraction of the path (start to end)", ylabel="accuracy", title="accuracy"
     )
-    for axis in (loss_axis, accuracy_axis):
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize="small")
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path, title=title)
 
 
 def plot_landscape(landscape, path, title="", levels=20):

@@ -6,6 +6,7 @@ import numpy as np
 
 from okdph_keras.analysis import directions as directions_lib
 from okdph_keras.analysis import evaluation
+from okdph_keras.validation import check_integer, check_number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +59,7 @@ def perturbation_sharpness(
         radius: rho > 0, the perturbation's size relative to the weights.
         samples: number of perturbations N >= 1.
         seed: integer seed of the perturbations.
-        loss_fn: `loss_fn(labels, logits)` -> mean loss; default cross-entropy.
-        batch_size: batch size for array data.
+        loss_fn, batch_size: see `evaluate` (default: cross-entropy, 256 per batch of arrays).
         verbose: print one line per perturbation.
 
     Returns:
@@ -68,9 +68,9 @@ def perturbation_sharpness(
     Example:
         >>> perturbation_sharpness(student, (x, y), radius=0.05, samples=20).mean_increase
     """
-    radius = evaluation.check_positive("radius", radius)
-    samples = evaluation.check_integer("samples", samples, low=1)
-    seed = evaluation.check_integer("seed", seed, low=0)
+    radius = check_number("radius", radius, low=0, low_open=True)
+    samples = check_integer("samples", samples, low=1)
+    seed = check_integer("seed", seed, low=0)
     rng = np.random.default_rng(seed)
     trainable, non_trainable = evaluation.model_values(model)
     evaluator = evaluation.Evaluator(model, data, loss_fn, batch_size)

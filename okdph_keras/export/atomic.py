@@ -13,6 +13,7 @@ import shutil
 import tempfile
 
 from okdph_keras.predict import METADATA_FILE
+from okdph_keras.validation import fail
 
 
 def _pid_alive(pid):
@@ -65,7 +66,7 @@ def prepare(output_dir, overwrite):
     """
     output = os.path.abspath(os.fspath(output_dir))
     if os.path.basename(output) in ("", ".", ".."):
-        raise ValueError(f"output_dir {output_dir!r} must name a directory to create.")
+        fail("output_dir", output_dir, "a path that names a directory to create")
     if os.path.isdir(os.path.dirname(output)):
         _clean_stale(output)
     _check_output(output, overwrite)

@@ -1,11 +1,60 @@
-"""`export_student`: one student of a run or `.keras` file to a verified export directory."""
+"""`export_student`: one student of a run or `.keras` file to a verified export directory.
 
+The export runs in named steps: load the source, resolve the settings, name the classes,
+choose the student, draw the calibration and held-out samples (all before anything is
+written), then build and verify the files in a temporary directory (`_build`).
+"""
+
+import dataclasses
 import os
+import warnings
 
-from okdph_keras import checkpointing
+import keras
+
+from okdph_keras import checkpointing, rundir
 from okdph_keras.export import atomic, convert, metadata, origin, samples, settings, verify
 from okdph_keras.export.convert import VARIANTS
 from okdph_keras.predict import METADATA_FILE, SAVED_MODEL_DIR
+from okdph_keras.validation import fail
+
+# For a run, the default of each data argument: (the run's split, what it is needed for).
+RUN_DEFAULTS = {
+    "selection_data": ("validation", "choosing the student"),
+    "representative_data": ("train", "int8 calibration"),
+    "held_out": ("test", "verification"),
+}
+SPLIT_NAMES = {"train": "training", "validation": "validation", "test": "test"}
+REMEDY = (
+    "Pass that data to export_student instead (student=, class_names=, representative_data=, "
+    "held_out=)."
+)
+NO_VALIDATION = {
+    "by": "none: the run keeps no validation split (validation_fraction=0), so student 0 "
+    "is exported; pass student= or selection_data= to choose"
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Everything an export is built from, resolved and checked before anything is written.
+
+    Attributes:
+        student: the Keras student to export.
+        settings: the export's `settings.Settings`.
+        variants: the TFLite variants, in `VARIANTS` order.
+        int8_io: the int8 model has int8 outputs.
+        representative: the int8 calibration `samples.Images`, or None without int8.
+        held_out: the verification `samples.Images`.
+        info: `class_names`, `source` and `selection` (how the student was chosen).
+    """
+
+    student: keras.Model
+    settings: settings.Settings
+    variants: tuple
+    int8_io: bool
+    representative: samples.Images | None
+    held_out: samples.Images
+    info: dict
 
 
 def export_student(
@@ -69,113 +118,130 @@ def export_student(
     """
     variants = settings.check_variants(variants)
     output = atomic.prepare(output_dir, overwrite)
-    loaded = origin.load(source)
+    loaded = _load(source, output)
+    resolved = settings.resolve(
+        loaded, normalization=normalization, style=style, input_size=input_size
+    )
+    seed = loaded.config.seed if loaded.config else 0
+    names = _class_names(loaded, resolved, class_names)
+    index, selection = _choose_student(
+        loaded, resolved, student=student, data=selection_data, seed=seed
+    )
+    plan = Plan(
+        student=loaded.students[index],
+        settings=resolved,
+        variants=variants,
+        int8_io=int8_io,
+        representative=_representative(
+            loaded, resolved, variants=variants, data=representative_data, seed=seed + 1
+        ),
+        held_out=_held_out(loaded, resolved, data=held_out, limit=max_held_out, seed=seed + 2),
+        info={
+            "class_names": names,
+            "source": origin.source_info(loaded, index, source),
+            "selection": selection,
+        },
+    )
+    with atomic.building(output, overwrite) as directory:
+        return _build(directory, plan)
+
+
+def _load(source, output):
+    """The `rundir.Origin` of `source`, which must not hold `output`; warns of unfinished runs."""
+    loaded = rundir.load(source)
     if os.path.commonpath([output, loaded.path]) in (output, loaded.path):
         raise ValueError(
             f"The output {output} must not hold the source {loaded.path} or lie inside it."
         )
-    resolved = settings.resolve(loaded, normalization, style, input_size)
+    if loaded.kind == "run" and loaded.results is None:
+        warnings.warn(
+            f"Run {source} has not finished: exporting from its checkpoint after epoch "
+            f"{loaded.state['epochs_done']} of {loaded.config.epochs}.",
+            stacklevel=3,  # export_student's caller
+        )
+    return loaded
 
-    seed = loaded.config.seed if loaded.config else 0
+
+def _sample(loaded, resolved, data, *, what, limit, seed):
+    """`samples.Images` of the caller's `data`, else of the run's split; None without either."""
+    label = None
+    if data is None and loaded.kind == "run":
+        split, needed_for = RUN_DEFAULTS[what]
+        data = getattr(loaded.sources(needed_for, REMEDY), split)
+        label = None if data is None else f"the run's {SPLIT_NAMES[split]} split ({data.origin})"
+    if data is None:
+        return None
+    need_labels = what != "representative_data"
+    return samples.draw(
+        data, resolved, what=what, need_labels=need_labels, limit=limit, seed=seed, label=label
+    )
+
+
+def _class_names(loaded, resolved, class_names):
+    """One name per class: the caller's, else the run's, else "0", "1", ..."""
     if class_names is None and loaded.kind == "run":
-        class_names = loaded.sources("class names").train.class_names
-    class_names = tuple(str(n) for n in (class_names or range(resolved.num_classes)))
-    if len(class_names) != resolved.num_classes:
-        raise ValueError(
-            f"{len(class_names)} class names for a student with {resolved.num_classes} outputs."
+        class_names = loaded.sources("class names", REMEDY).train.class_names
+    names = tuple(str(n) for n in (class_names or range(resolved.num_classes)))
+    if len(names) != resolved.num_classes:
+        fail(
+            "class_names",
+            class_names,
+            f"{resolved.num_classes} names, one per output of the student",
         )
+    return names
 
-    selection, run_label, no_validation = None, None, False
-    if (
-        student is None
-        and len(loaded.students) > 1
-        and selection_data is None
-        and loaded.kind == "run"
-    ):
-        selection_data = loaded.sources("choosing the student").validation
-        no_validation = selection_data is None
-        if no_validation:
-            student = 0
-        else:
-            run_label = f"the run's validation split ({selection_data.origin})"
-    if student is None and selection_data is not None:
-        selection = samples.draw(
-            selection_data,
-            resolved,
-            "selection_data",
-            True,
-            samples.SELECTION_EXAMPLES,
-            seed,
-            run_label,
-        )
-    index, selection_info = origin.choose_student(loaded, student, selection, resolved)
-    if no_validation:
-        selection_info = {
-            "by": "none: the run keeps no validation split (validation_fraction=0), so student 0 "
-            "is exported; pass student= or selection_data= to choose"
-        }
 
-    representative, run_label = None, None
-    if "int8" in variants:
-        if representative_data is None and loaded.kind == "run":
-            representative_data = loaded.sources("int8 calibration").train
-            run_label = f"the run's training split ({representative_data.origin})"
-        if representative_data is None:
-            raise ValueError(
-                "The int8 variant needs representative_data (about 100-200 training images, "
-                "uint8 [N, S, S, C] or a Source); pass it, or leave int8 out of variants."
-            )
-        representative = samples.draw(
-            representative_data,
-            resolved,
-            "representative_data",
-            False,
-            samples.REPRESENTATIVE_EXAMPLES,
-            seed + 1,
-            run_label,
-        )
-    run_label = None
-    if held_out is None and loaded.kind == "run":
-        held_out = loaded.sources("verification").test
-        run_label = f"the run's test split ({held_out.origin})"
-    if held_out is None:
+def _choose_student(loaded, resolved, *, student, data, seed):
+    """`(index, how it was chosen)`; a run's default selection data is its validation split."""
+    selection = None
+    if student is None and (len(loaded.students) > 1 or data is not None):
+        limit = samples.SELECTION_EXAMPLES
+        selection = _sample(loaded, resolved, data, what="selection_data", limit=limit, seed=seed)
+        if selection is None and loaded.kind == "run":
+            return 0, NO_VALIDATION
+    return origin.choose_student(loaded, student=student, selection=selection, settings=resolved)
+
+
+def _representative(loaded, resolved, *, variants, data, seed):
+    """The int8 calibration sample (None without int8); a run's default is its training split."""
+    if "int8" not in variants:
+        return None
+    limit = samples.REPRESENTATIVE_EXAMPLES
+    sample = _sample(loaded, resolved, data, what="representative_data", limit=limit, seed=seed)
+    if sample is None:
         raise ValueError(
-            f"{source} carries no data: pass held_out=(images, labels) or a Source (CLI "
+            "The int8 variant needs representative_data (about 100-200 training images, "
+            "uint8 [N, S, S, C] or a Source); pass it, or leave int8 out of variants."
+        )
+    return sample
+
+
+def _held_out(loaded, resolved, *, data, limit, seed):
+    """The verification sample; a run's default is its test split."""
+    sample = _sample(loaded, resolved, data, what="held_out", limit=limit, seed=seed)
+    if sample is None:
+        raise ValueError(
+            f"{loaded.path} carries no data: pass held_out=(images, labels) or a Source (CLI "
             "--dataset/--data_dir) so that every exported model is checked against Keras."
         )
-    held_out = samples.draw(held_out, resolved, "held_out", True, max_held_out, seed + 2, run_label)
-
-    info = dict(
-        class_names=class_names,
-        source=origin.source_info(loaded, index, source),
-        selection=selection_info,
-    )
-    with atomic.building(output, overwrite) as directory:
-        return _build(
-            directory,
-            loaded.students[index],
-            resolved,
-            variants,
-            int8_io,
-            representative,
-            held_out,
-            info,
-        )
+    return sample
 
 
-def _build(directory, model, resolved, variants, int8_io, representative, held_out, info):
+def _build(directory, plan):
     """Writes the SavedModel, the TFLite files and `metadata.json` into `directory`."""
     saved_model = os.path.join(directory, SAVED_MODEL_DIR)
-    convert.write_saved_model(model, resolved, saved_model)
+    convert.write_saved_model(plan.student, plan.settings, saved_model)
     files = {"saved_model": SAVED_MODEL_DIR}
-    for variant in variants:
-        content = convert.to_tflite(saved_model, variant, representative, int8_io)
+    for variant in plan.variants:
+        content = convert.to_tflite(
+            saved_model, variant=variant, representative=plan.representative, int8_io=plan.int8_io
+        )
         convert.write_bytes(os.path.join(directory, convert.tflite_file(variant)), content)
         files[variant] = convert.tflite_file(variant)
-    reference = convert.reference_function(model, resolved)
-    keras_accuracy, entries = verify.verify(directory, files, reference, held_out)
-    described = metadata.describe(
-        resolved, variants, int8_io, info, representative, held_out, keras_accuracy, entries
+    reference = convert.reference_function(plan.student, plan.settings)
+    keras_accuracy, entries = verify.verify(
+        directory, files=files, reference=reference, held_out=plan.held_out
     )
+    described = metadata.describe(plan, keras_accuracy=keras_accuracy, entries=entries)
     checkpointing.write_json_atomically(os.path.join(directory, METADATA_FILE), described)
     return described

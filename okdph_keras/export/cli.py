@@ -22,7 +22,34 @@ def _normalization_argument(text):
         ) from None
 
 
+# The command-line options passed to `export_student` as they are.
+OPTIONS = (
+    "student",
+    "int8_io",
+    "normalization",
+    "style",
+    "input_size",
+    "max_held_out",
+    "overwrite",
+)
+
+
+def _dataset_options(dataset, data_dir):
+    """`export_student`'s data from `--dataset`: train calibrates and selects, test verifies."""
+    train, test = (
+        sources_lib.load_source(dataset, split, data_dir=data_dir, download=False)
+        for split in ("train", "test")
+    )
+    return {
+        "representative_data": train,
+        "selection_data": train,
+        "held_out": test,
+        "class_names": train.class_names,
+    }
+
+
 def main(argv=None):
+    """`python -m okdph_keras.export SOURCE --output DIR [options]`; returns 0, exits 1 on errors."""
     parser = argparse.ArgumentParser(
         prog="python -m okdph_keras.export",
         description="Export one student of a run (or a .keras file) to a SavedModel and TFLite, verified.",
@@ -59,7 +86,11 @@ def main(argv=None):
         "--style", choices=STYLES, default=None, help="test-time transform (default: plain resize)"
     )
     group.add_argument(
-        "--image_size", type=int, default=None, help="input side (default: the model's)"
+        "--image_size",
+        dest="input_size",
+        type=int,
+        default=None,
+        help="input side (default: the model's)",
     )
     group.add_argument(
         "--dataset",
@@ -69,35 +100,12 @@ def main(argv=None):
     )
     group.add_argument("--data_dir", default=None, help="TFDS data directory or image folder root")
     args = parser.parse_args(argv)
-    variants = [v for item in args.variants for v in item.split(",") if v]
-    data = {}
+    options = {name: getattr(args, name) for name in OPTIONS}
+    options["variants"] = [v for item in args.variants for v in item.split(",") if v]
     try:
         if args.dataset:
-            train = sources_lib.load_source(
-                args.dataset, "train", data_dir=args.data_dir, download=False
-            )
-            test = sources_lib.load_source(
-                args.dataset, "test", data_dir=args.data_dir, download=False
-            )
-            data = dict(
-                representative_data=train,
-                selection_data=train,
-                held_out=test,
-                class_names=train.class_names,
-            )
-        metadata = export_student(
-            args.source,
-            args.output,
-            student=args.student,
-            variants=variants,
-            int8_io=args.int8_io,
-            normalization=args.normalization,
-            style=args.style,
-            input_size=args.image_size,
-            max_held_out=args.max_held_out,
-            overwrite=args.overwrite,
-            **data,
-        )
+            options |= _dataset_options(args.dataset, args.data_dir)
+        metadata = export_student(args.source, args.output, **options)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
         parser.exit(1, f"error: {error}\n")
     source = metadata["source"]

@@ -48,7 +48,7 @@ def write_saved_model(model, settings, path):
     archive.write_out(path, verbose=False)
 
 
-def to_tflite(saved_model, variant, representative, int8_io):
+def to_tflite(saved_model, *, variant, representative, int8_io):
     """The TFLite flatbuffer of `variant` (bytes), converted from the SavedModel."""
     converter = tf.lite.TFLiteConverter.from_saved_model(
         saved_model, signature_keys=["serving_default"]

@@ -8,19 +8,16 @@ from okdph_keras.export.convert import INPUT_NAME
 FORMAT_VERSION = 1
 
 
-def describe(settings, variants, int8_io, info, representative, held_out, keras_accuracy, entries):
+def describe(plan, *, keras_accuracy, entries):
     """The metadata of an export.
 
     Args:
-        settings: the export's `Settings`.
-        variants: the TFLite variants exported.
-        int8_io: the int8 model has int8 outputs.
-        info: `class_names`, `source` and `selection` (how the student was chosen).
-        representative: the int8 calibration `samples.Images`, or None.
-        held_out: the verification `samples.Images`.
-        keras_accuracy: the Keras student's accuracy on `held_out`.
+        plan: the export's `build.Plan` (settings, variants, samples, `info`: class names,
+            source and how the student was chosen).
+        keras_accuracy: the Keras student's accuracy on the held-out images.
         entries: `{variant: entry}` from `verify.verify`.
     """
+    settings, info, held_out = plan.settings, plan.info, plan.held_out
     return {
         "format_version": FORMAT_VERSION,
         "class_names": list(info["class_names"]),
@@ -43,11 +40,11 @@ def describe(settings, variants, int8_io, info, representative, held_out, keras_
         "outputs": {
             "logits": f"float32 [B, {settings.num_classes}]",
             "probabilities": "softmax of the logits",
-            "int8_io": bool(int8_io and "int8" in variants),
+            "int8_io": bool(plan.int8_io and "int8" in plan.variants),
         },
         "source": info["source"],
         "selection": info["selection"],
-        "representative_data": representative.description if representative else None,
+        "representative_data": (plan.representative.description if plan.representative else None),
         "held_out": {
             "data": held_out.description,
             "examples": held_out.count,

@@ -1,121 +1,26 @@
-"""What an export starts from: a run directory or a `.keras` file, and its chosen student."""
+"""Which student an export takes, and where it came from (for the metadata's `source`).
 
-import dataclasses
+The source itself, a run directory or a `.keras` file, is read by `okdph_keras.rundir`.
+"""
+
 import os
-import warnings
 
-import keras
 import numpy as np
 
-from okdph_keras import checkpointing
-from okdph_keras.config import Config
 from okdph_keras.export import convert
-from okdph_keras.model import OKDPH
-from okdph_keras.predict import METADATA_FILE
+from okdph_keras.validation import fail, is_integer
 
 
-@dataclasses.dataclass
-class Origin:
-    """A loaded source: its students and, for a run directory, its configuration."""
-
-    kind: str  # "run", "okdph_model" or "student_model"
-    path: str
-    students: list
-    config: Config | None = None
-    results: dict | None = None
-    state: dict | None = None
-    _sources: tuple | None = None
-
-    def sources(self, needed_for):
-        """The run's `train.RunSources` (training, validation, test), loaded once."""
-        if self._sources is None:
-            from okdph_keras import train  # noqa: PLC0415 (heavy; only for run directories)
-
-            try:
-                self._sources = train.load_sources(self.config)
-            except (ValueError, OSError, ConnectionError) as error:
-                raise ValueError(
-                    f"The data of run {self.path} ({self.config.dataset}, data_dir="
-                    f"{self.config.data_dir}) could not be loaded, and it is needed for "
-                    f"{needed_for}: {error} Pass that data to export_student instead "
-                    "(student=, class_names=, representative_data=, held_out=)."
-                ) from error
-        return self._sources
-
-
-def _load_keras(path):
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as error:  # noqa: BLE001 (Keras raises many kinds; name the file)
-        raise ValueError(f"Could not load a Keras model from {path}: {error}") from error
-
-
-def load(source):
-    """The `Origin` of `source`, a run directory or a `.keras` file."""
-    path = os.path.abspath(os.fspath(source))
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{source} does not exist: expected a run directory or a .keras file."
-        )
-    if os.path.isdir(path):
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            what = (
-                "an export, not a run"
-                if os.path.isfile(os.path.join(path, METADATA_FILE))
-                else "no run"
-            )
-            raise ValueError(
-                f"{source} holds {what}: expected a run directory (with config.json, "
-                "state.json and a checkpoint) or a .keras file."
-            )
-        config = Config.from_json_dict(checkpointing.load_json(os.path.join(path, "config.json")))
-        state = checkpointing.load_state(path)
-        if state is None:
-            raise ValueError(
-                f"Run directory {source} holds no checkpoint yet (no {checkpointing.STATE_FILE}): "
-                "train at least one epoch first."
-            )
-        checkpoint = os.path.join(path, state["checkpoint"])
-        if not os.path.isfile(checkpoint):
-            raise ValueError(
-                f"Run directory {source} names the checkpoint {checkpoint}, which is missing."
-            )
-        model = _load_keras(checkpoint)
-        if not isinstance(model, OKDPH):
-            raise ValueError(
-                f"The checkpoint {checkpoint} holds a {type(model).__name__}, not an OKDPH model."
-            )
-        results_path = os.path.join(path, "results.json")
-        results = checkpointing.load_json(results_path) if os.path.isfile(results_path) else None
-        if results is None:
-            warnings.warn(
-                f"Run {source} has not finished: exporting from its checkpoint after epoch "
-                f"{state['epochs_done']} of {config.epochs}.",
-                stacklevel=3,
-            )
-        return Origin("run", path, list(model.students), config, results, state)
-    if not path.endswith(".keras"):
-        raise ValueError(f"{source} is not a run directory or a .keras file.")
-    model = _load_keras(path)
-    if isinstance(model, OKDPH):
-        return Origin("okdph_model", path, list(model.students))
-    if isinstance(model, keras.Model):
-        return Origin("student_model", path, [model])
-    raise ValueError(f"{source} holds a {type(model).__name__}, not a Keras model.")
-
-
-def choose_student(origin, student, selection, settings):
+def choose_student(origin, *, student, selection, settings):
     """(index, how it was chosen): `student`, else the best on the `selection` images."""
     count = len(origin.students)
     if student is not None:
-        if (
-            isinstance(student, bool)
-            or not isinstance(student, (int, np.integer))
-            or not 0 <= student < count
-        ):
-            raise ValueError(
-                f"student={student!r} is out of range: {origin.path} holds {count} "
-                f"student{'s' if count > 1 else ''} (indices 0 to {count - 1})."
+        if not is_integer(student) or not 0 <= student < count:
+            fail(
+                "student",
+                student,
+                f"an integer in [0, {count - 1}]: {origin.path} holds {count} "
+                f"student{'s' if count > 1 else ''}",
             )
         return int(student), {"by": "index given by the caller"}
     if count == 1:

@@ -31,7 +31,7 @@ def _to_uint8(images):
     return tf.cast(tf.round(tf.clip_by_value(images, 0.0, 255.0)), tf.uint8)
 
 
-def _from_source(source, settings, limit, seed, description):
+def _from_source(source, settings, *, limit, seed, description):
     sample = ""
     if limit is not None and source.num_examples > limit:
         source = sources_lib.limit_per_class(source, limit / source.num_examples, seed=seed)
@@ -48,7 +48,7 @@ def _from_source(source, settings, limit, seed, description):
     )
 
 
-def _from_arrays(value, settings, what, need_labels, limit, seed):
+def _from_arrays(value, settings, *, what, need_labels, limit, seed):
     labels = None
     if isinstance(value, tuple) and len(value) == 2:
         images, labels = value
@@ -98,7 +98,7 @@ def _from_arrays(value, settings, what, need_labels, limit, seed):
     return Images(batches, len(images), f"arrays passed as {what}: {len(images)} images{sample}")
 
 
-def draw(value, settings, what, need_labels, limit, seed, label=None):
+def draw(value, settings, *, what, need_labels, limit, seed, label=None):
     """`Images` from a `Source` (test-time transform) or arrays, at most `limit` of them.
 
     Args:
@@ -111,5 +111,6 @@ def draw(value, settings, what, need_labels, limit, seed, label=None):
         label: how a `Source` is described; default: its origin.
     """
     if isinstance(value, sources_lib.Source):
-        return _from_source(value, settings, limit, seed, label or value.origin)
-    return _from_arrays(value, settings, what, need_labels, limit, seed)
+        description = label or value.origin
+        return _from_source(value, settings, limit=limit, seed=seed, description=description)
+    return _from_arrays(value, settings, what=what, need_labels=need_labels, limit=limit, seed=seed)

@@ -4,6 +4,7 @@ import dataclasses
 
 from okdph_keras.data.views import NORMALIZATION, STYLES
 from okdph_keras.export.convert import VARIANTS
+from okdph_keras.validation import fail
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,35 +24,30 @@ def check_variants(variants):
     variants = tuple(variants)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
-        raise ValueError(
-            f"Unknown TFLite variant(s) {unknown or variants!r}; known variants: {list(VARIANTS)}."
+        fail(
+            "variants", unknown or variants, f"one or more of the TFLite variants {list(VARIANTS)}"
         )
     return tuple(v for v in VARIANTS if v in variants)
 
 
 def _parse_normalization(value, channels):
-    if isinstance(value, str):
-        if value not in NORMALIZATION:
-            raise ValueError(
-                f"Unknown normalization {value!r}; known names: {sorted(NORMALIZATION)}, or "
-                "give (mean, std) with one value per channel."
-            )
-        value = NORMALIZATION[value]
+    """`(mean, std)` of a `NORMALIZATION` name or of `(mean, std)`, one value or one per channel."""
+    named = NORMALIZATION.get(value) if isinstance(value, str) else value
     try:
-        mean, std = (tuple(float(x) for x in part) for part in value)
+        mean, std = (tuple(float(x) for x in part) for part in named)
     except (TypeError, ValueError):
-        raise ValueError(
-            f"normalization must be a name or (mean, std) per channel; got {value!r}."
-        ) from None
-    if len(mean) != len(std) or len(mean) not in (1, channels) or min(std) <= 0:
-        raise ValueError(
-            f"normalization {value!r} does not fit {channels}-channel images: give {channels} "
-            "means and as many positive standard deviations."
+        mean = std = ()
+    if not mean or len(mean) != len(std) or len(mean) not in (1, channels) or min(std) <= 0:
+        fail(
+            "normalization",
+            value,
+            f"a name of {sorted(NORMALIZATION)} or (mean, std) with {channels} (or 1) means and "
+            "as many positive standard deviations",
         )
     return mean, std
 
 
-def resolve(origin, normalization, style, input_size):
+def resolve(origin, *, normalization, style, input_size):
     """The `Settings` of `origin`'s students: the caller's, else the run's, else the model's."""
     model = origin.students[0]
     shape = tuple(model.input_shape)
@@ -81,5 +77,5 @@ def resolve(origin, normalization, style, input_size):
     mean, std = _parse_normalization(normalization, channels)
     style = style or (config.style if config else None)
     if style is not None and style not in STYLES:
-        raise ValueError(f"Unknown style {style!r}; expected one of {STYLES} or None.")
+        fail("style", style, f"one of {STYLES} or None")
     return Settings(int(size), int(channels), int(model.output_shape[-1]), mean, std, style)

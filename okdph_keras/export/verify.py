@@ -44,7 +44,7 @@ def _measure(reference, models, held_out):
     }
 
 
-def verify(directory, files, reference, held_out):
+def verify(directory, *, files, reference, held_out):
     """Runs each exported file on the held-out images: the SavedModel with TensorFlow, the
     TFLite files with LiteRT (`ai_edge_litert`), as `okdph_keras.predict` does.
 
