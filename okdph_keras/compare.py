@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from okdph_keras import analysis, checkpointing, methods, train
+from okdph_keras import analysis, checkpointing, methods, run_data, train
 from okdph_keras.config import validate
 from okdph_keras.data import views as views_lib
 from okdph_keras.data.pipeline import eval_dataset
@@ -106,7 +106,7 @@ def _sharpness(config, results, radius):
     import keras  # noqa: PLC0415
 
     student = keras.saving.load_model(results["exported_student"], compile=False)
-    test = train.load_sources(config).test
+    test = run_data.load_sources(config).test
     data = (
         eval_dataset(
             test,

@@ -1,20 +1,22 @@
 """`OKDPH`: M peer students and their hybrid-weight model as one `keras.Model`."""
 
-import itertools
 import random
 import warnings
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from okdph_keras import distribute, losses, methods, step, sync_batchnorm, validation
+from okdph_keras import distribute, hwm, methods, step, sync_batchnorm, validation
 from okdph_keras import hybrid as hybrid_lib
 from okdph_keras import students as students_lib
+from okdph_keras.network_metrics import NetworkMetrics
+
+# OKDPH's arguments that are method hyperparameters (`okdph_keras.hyperparameters`).
+HYPERPARAMETERS = ("omega", "beta", "temperature", "hybrid", "hwm_gradient")
 
 
 @keras.saving.register_keras_serializable(package="okdph_keras")
-class OKDPH(keras.Model):
+class OKDPH(NetworkMetrics, keras.Model):
     """Online knowledge distillation via parameter hybridization (CVPR 2023).
 
     M students of one architecture train together. Every batch, the
@@ -101,20 +103,10 @@ class OKDPH(keras.Model):
         super().__init__(**kwargs)
         self._method = methods.get(objective, what="objective", trainable_by_model=True)
         self.objective = objective
-        settings = self._method.settings(
-            dict(
-                omega=omega,
-                beta=beta,
-                temperature=temperature,
-                hybrid=hybrid,
-                hwm_gradient=hwm_gradient,
-            )
-        )
-        self.omega = settings.get("omega")
-        self.beta = settings.get("beta")
-        self.temperature = settings.get("temperature")
-        self.hybrid = settings["hybrid"]
-        self.hwm_gradient = settings["hwm_gradient"]
+        given = dict(omega=omega, beta=beta, temperature=temperature, hybrid=hybrid)
+        settings = self._method.settings({**given, "hwm_gradient": hwm_gradient})
+        for name in HYPERPARAMETERS:  # None where the objective does not use it
+            setattr(self, name, settings.get(name))
         check = validation.check_number
         self.weight_decay = check("weight_decay", weight_decay, low=0.0)
         self.sam_rho = check("sam_rho", sam_rho, low=0.0)
@@ -148,24 +140,13 @@ class OKDPH(keras.Model):
         self.built = True
 
     def _create_hwm_state(self):
-        """The HWM's own integer state: a copy of student 0's, with fresh seeds.
-
-        Random layers' seed states get seeds derived from `seed`, so the HWM
-        draws its own dropout masks, never a student's; other integer state
-        starts as student 0's.
-        """
-        seed_states = {id(v) for v in _seed_states(self.students[0])}
+        """The HWM's own integer state, as variables (`hwm.initial_integer_state`)."""
         state = []
-        for index, position in enumerate(step.integer_positions(self.students[0])):
-            source = self.students[0].non_trainable_variables[position]
-            value = source.numpy()
-            if id(source) in seed_states:
-                value = np.zeros_like(value)
-                value.flat[0] = np.random.default_rng([self.seed % 2**32, index]).integers(1, 2**31)
+        for name, value in hwm.initial_integer_state(self.students[0], self.seed):
             variable = self.add_weight(
-                name=f"hwm_integer_state_{index}",
-                shape=source.shape,
-                dtype=source.dtype,
+                name=name,
+                shape=value.shape,
+                dtype=value.dtype,
                 initializer="zeros",
                 trainable=False,
                 aggregation="none",
@@ -173,69 +154,6 @@ class OKDPH(keras.Model):
             variable.assign(value)
             state.append(variable)
         return state
-
-    # ----------------------------------------------------------------- metrics
-    def _create_trackers(self):
-        mean, accuracy = keras.metrics.Mean, keras.metrics.SparseCategoricalAccuracy
-        self.loss_tracker = mean(name="loss")
-        self.kd_tracker = mean(name="kd_loss")
-        self.student_ce_trackers = [mean(name=f"student_{m}_ce") for m in range(self.num_students)]
-        self.student_accuracy_trackers = [
-            accuracy(name=f"student_{m}_accuracy") for m in range(self.num_students)
-        ]
-        self.hwm_ce_tracker = mean(name="hwm_ce")
-        self.hwm_accuracy_tracker = accuracy(name="hwm_accuracy")
-        self.ensemble_ce_tracker = mean(name="ensemble_ce")
-        self.ensemble_accuracy_tracker = accuracy(name="ensemble_accuracy")
-
-    @property
-    def metrics(self):
-        return [
-            self.loss_tracker,
-            *itertools.chain(*zip(self.student_ce_trackers, self.student_accuracy_trackers)),
-            self.hwm_ce_tracker,
-            self.hwm_accuracy_tracker,
-            self.ensemble_ce_tracker,
-            self.ensemble_accuracy_tracker,
-            self.kd_tracker,
-        ]
-
-    def _results(self, *, hwm_ran):
-        """The trackers' results; without the HWM's when it did not run."""
-        reported = self.metrics
-        if not hwm_ran:  # report nothing rather than zeros
-            reported = [
-                m for m in reported if m not in (self.hwm_ce_tracker, self.hwm_accuracy_tracker)
-            ]
-        return {metric.name: metric.result() for metric in reported}
-
-    def _update_metrics(self, outputs, labels, weight):
-        """Adds a batch to the metrics, each example counting `weight` (0 for padding)."""
-        example_weights = tf.fill(tf.shape(labels), tf.cast(weight, tf.float32))
-        batch_size = tf.reduce_sum(example_weights)
-        self.loss_tracker.update_state(outputs.total, sample_weight=batch_size)
-        self.kd_tracker.update_state(
-            tf.add_n(outputs.kd) / self.num_students, sample_weight=batch_size
-        )
-        for m in range(self.num_students):
-            self.student_ce_trackers[m].update_state(
-                outputs.student_ce[m], sample_weight=batch_size
-            )
-            self.student_accuracy_trackers[m].update_state(
-                labels, outputs.student_logits[m], sample_weight=example_weights
-            )
-        if outputs.hwm_logits is not None:  # baselines train without the HWM
-            self.hwm_ce_tracker.update_state(outputs.hwm_ce, sample_weight=batch_size)
-            self.hwm_accuracy_tracker.update_state(
-                labels, outputs.hwm_logits, sample_weight=example_weights
-            )
-        ensemble = tf.add_n([losses.full_precision(z) for z in outputs.student_logits]) / float(
-            self.num_students
-        )
-        self.ensemble_ce_tracker.update_state(
-            losses.cross_entropy(labels, ensemble), sample_weight=batch_size
-        )
-        self.ensemble_accuracy_tracker.update_state(labels, ensemble, sample_weight=example_weights)
 
     # -------------------------------------------------------------- training
     def compile(self, optimizer="sgd", **kwargs):
@@ -362,14 +280,8 @@ class OKDPH(keras.Model):
         return tf.stack(student_logits + [hwm_logits], axis=1)
 
     def _loss_options(self):
-        return dict(
-            omega=self.omega,
-            beta=self.beta,
-            temperature=self.temperature,
-            hwm_gradient=self.hwm_gradient,
-            objective=self.objective,
-            hwm_state=self.hwm_state,
-        )
+        options = {name: getattr(self, name) for name in HYPERPARAMETERS if name != "hybrid"}
+        return dict(options, objective=self.objective, hwm_state=self.hwm_state)
 
     # ----------------------------------------------------------------- inputs
     def _unpack(self, data):
@@ -385,33 +297,20 @@ class OKDPH(keras.Model):
     def hybrid_model(self):
         """A new `keras.Model` holding the current HWM, `sum_m r_m theta_m`.
 
-        A method, not a property: every call clones the students' architecture.
-
-        It has the students' architecture, with `r = self.coefficients` (the
-        last batch's coefficients; 1/M in `"mean"` mode). It is a snapshot:
-        later training does not change it. Evaluate, save or export it as any
+        A snapshot with `r = self.coefficients` (the last batch's; 1/M in
+        `"mean"` mode), cloned on every call; evaluate, save or export it as any
         Keras model.
         """
-        model = keras.models.clone_model(self.students[0])
-        trainable, non_trainable = step.hybrid_values(self.students, self.coefficients)
-        for variable, value in zip(
-            model.trainable_variables + model.non_trainable_variables,
-            trainable + non_trainable,
-        ):
-            variable.assign(value)
-        return model
+        return hwm.snapshot(self.students, self.coefficients)
 
     def fuse(self, gamma):
         """Fusion: theta_m <- gamma * theta_h + (1 - gamma) * theta_m for every student.
 
-        Every float variable is fused, BatchNorm statistics included; integer
-        state and the optimizer's state are left as they are. theta_h is the
-        HWM with the current `coefficients`, computed once before any student
-        changes. Called from the cross-replica context (a callback, or between
-        steps of a custom loop). Under a strategy with several replicas the
-        students' BatchNorm statistics, which Keras keeps per replica, are
-        first averaged over every replica and worker, so all of them leave
-        with identical weights.
+        theta_h is the HWM with the current `coefficients`; every float variable
+        is fused, BatchNorm statistics averaged over replicas and workers first
+        (`hwm.fuse`); integer state and the optimizer's state are left as they
+        are. Called from the cross-replica context (a callback, or between steps
+        of a custom loop).
 
         Args:
             gamma: fusion ratio in [0, 1]; 1 copies the HWM into every student.
@@ -422,27 +321,9 @@ class OKDPH(keras.Model):
         self._fuse_function(tf.constant(gamma, tf.float32))
 
     def _fuse(self, gamma):
-        # Replicas (and workers) may hold different BatchNorm statistics.
-        distribute.average_across_replicas(
-            [
-                v
-                for s in self.students
-                for v in s.non_trainable_variables
-                if hybrid_lib.is_interpolable(v)
-            ],
-            self.distribute_strategy,
+        hwm.fuse(
+            self.students, tf.convert_to_tensor(self.coefficients), gamma, self.distribute_strategy
         )
-        coefficients = tf.convert_to_tensor(self.coefficients)
-        hwm_values = step.hybrid_values(self.students, coefficients)
-        weights = tf.stack([gamma, 1.0 - gamma])
-        for student in self.students:
-            for variables, hwm in zip(
-                (student.trainable_variables, student.non_trainable_variables), hwm_values
-            ):
-                fused = hybrid_lib.convex_combination([hwm, variables], weights)
-                for variable, value in zip(variables, fused):
-                    if hybrid_lib.is_interpolable(variable):
-                        variable.assign(value)
 
     # ---------------------------------------------------------- serialization
     def save_own_variables(self, store):
@@ -463,17 +344,13 @@ class OKDPH(keras.Model):
                 state.assign(store[f"{_SEED_KEY}{index}"])
 
     def _student_seed_states(self):
-        return [v for student in self.students for v in _seed_states(student)]
+        return [v for student in self.students for v in hwm.seed_states(student)]
 
     def get_config(self):
         return {
             "name": self.name,
             "students": [keras.saving.serialize_keras_object(s) for s in self.students],
-            "omega": self.omega,
-            "beta": self.beta,
-            "temperature": self.temperature,
-            "hybrid": self.hybrid,
-            "hwm_gradient": self.hwm_gradient,
+            **{name: getattr(self, name) for name in HYPERPARAMETERS},
             "weight_decay": self.weight_decay,
             "identical_init": self.identical_init,
             "seed": self.seed,
@@ -490,11 +367,3 @@ class OKDPH(keras.Model):
 
 
 _SEED_KEY = "student_seed_state_"
-
-
-def _seed_states(model):
-    """The state variables of every random layer's `SeedGenerator` in `model`."""
-    states = []
-    for layer in model._flatten_layers(include_self=True, recursive=True):
-        states += [generator.state for generator in layer._seed_generators]
-    return states

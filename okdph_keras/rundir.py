@@ -53,7 +53,7 @@ class Origin:
         return list(self.model.students) if isinstance(self.model, OKDPH) else [self.model]
 
     def sources(self, needed_for, remedy=""):
-        """The run's `train.RunSources` (training, validation, test), loaded once.
+        """The run's `run_data.RunSources` (training, validation, test), loaded once.
 
         Args:
             needed_for: what the data is needed for, for the error message.
@@ -65,10 +65,10 @@ class Origin:
         if self.config is None:
             raise ValueError(f"{self.path} is a .keras file, which records no data.")
         if self._sources is None:
-            from okdph_keras import train  # noqa: PLC0415 (heavy; only for run directories)
+            from okdph_keras import run_data  # noqa: PLC0415 (heavy; only for run directories)
 
             try:
-                self._sources = train.load_sources(self.config)
+                self._sources = run_data.load_sources(self.config)
             except (ValueError, OSError, ConnectionError) as error:
                 raise ValueError(
                     f"The data of run {self.path} ({self.config.dataset}, data_dir="

@@ -20,36 +20,21 @@ epoch (first applying an SWA/EMA average that a kill left pending), or
 reports that the run has finished.
 """
 
-import dataclasses
 import functools
 import math
 import os
 import time
 import warnings
-from typing import NamedTuple
 
 import keras
 import tensorflow as tf
 
-from okdph_keras import checkpointing, curves, distribute, loop, methods
+from okdph_keras import checkpointing, curves, distribute, loop, methods, run_data, run_results
+from okdph_keras import model as model_lib
 from okdph_keras.callbacks import EvaluateEachEpoch
 from okdph_keras.config import Config, validate
-from okdph_keras.data import sources
-from okdph_keras.data import views as views_lib
-from okdph_keras.data.pipeline import eval_dataset, multi_view_dataset
 from okdph_keras.model import OKDPH
 from okdph_keras.models import get_model
-
-SMOKE_EXAMPLES = {"train": 64, "validation": 32, "test": 32}
-ORIGIN_FILE = "origin.json"  # beside an exported student: the run directory that wrote it
-
-
-class RunSources(NamedTuple):
-    """A run's data: training, validation (None without a held-out split) and test."""
-
-    train: sources.Source
-    validation: sources.Source | None
-    test: sources.Source
 
 
 def run(config, strategy=None, *, deterministic=False, callbacks=()):
@@ -94,15 +79,15 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
     # Everything that can fail on bad input fails before the run directory is made.
     _check_writable(config.output_dir, "output_dir")
     _check_writable(config.saved_models_dir, "saved_models_dir")
-    _check_export_target(config, run_dir)
-    data = load_sources(config)
+    run_results.check_export_target(config, run_dir)
+    data = run_data.load_sources(config)
     state = checkpointing.load_state(run_dir)
     initial_epoch = state["epochs_done"] if state else 0
     steps_per_epoch = math.ceil(data.train.num_examples / config.batch_size)
-    datasets = make_datasets(  # (a finished training's dataset is never iterated)
+    datasets = run_data.make_datasets(  # (a finished training's dataset is never iterated)
         config, data, min(initial_epoch, config.epochs - 1), strategy.num_replicas_in_sync
     )
-    bn_data = batchnorm_batches(config, data, steps_per_epoch)
+    bn_data = run_data.batchnorm_batches(config, data, steps_per_epoch)
     with strategy.scope():
         if state:
             print(f"Resuming {run_dir} after epoch {initial_epoch} of {config.epochs}.")
@@ -140,16 +125,18 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
             checkpoint=checkpoint,
         )
     history = checkpoint.history
-    results = summarize(config, history, time.perf_counter() - start)
+    summary = run_results.summarize(config, history, time.perf_counter() - start)
     if chief:
-        export_student(model.students[results["best_student"]], config, run_dir=run_dir)
+        run_results.save_best_student(
+            model.students[summary["best_student"]], config, run_dir=run_dir
+        )
         checkpointing.write_atomically(
             os.path.join(run_dir, "curves.png"),
             lambda path: curves.plot_curves(history, path, title=config.run_name),
         )
-        checkpointing.write_json_atomically(results_path, results)
-    print(format_results(results))
-    return results
+        checkpointing.write_json_atomically(results_path, summary)
+    print(run_results.format_results(summary))
+    return summary
 
 
 def _enable_determinism():
@@ -279,24 +266,6 @@ def _check_writable(path, name):
         raise ValueError(f"Cannot write {name}={path!r}: {existing} is not a writable directory.")
 
 
-def _check_export_target(config, run_dir):
-    """Fails if `<saved_models_dir>/<run_name>` holds a student another run directory exported."""
-    directory = os.path.join(config.saved_models_dir, config.run_name)
-    marker = os.path.join(directory, ORIGIN_FILE)
-    if os.path.exists(marker):
-        origin = checkpointing.load_json(marker)["run_dir"]
-    elif os.path.exists(os.path.join(directory, "student.keras")):
-        origin = f"an unknown run (there is no {ORIGIN_FILE})"
-    else:
-        return
-    if origin != os.path.realpath(run_dir):
-        raise ValueError(
-            f"{directory} holds the student exported by {origin}; this run "
-            f"({os.path.realpath(run_dir)}) would overwrite it. Pass another --run_name or "
-            "--saved_models_dir, or delete that directory."
-        )
-
-
 def _write_config(run_dir, config):
     path = os.path.join(run_dir, "config.json")
     if os.path.exists(path):
@@ -305,107 +274,6 @@ def _write_config(run_dir, config):
         checkpointing.write_json_atomically(path, config.to_json_dict())
     except OSError as error:
         raise ValueError(f"Cannot write the run directory {run_dir}: {error}") from error
-
-
-def load_sources(config):
-    """The run's `RunSources`: training, validation and test.
-
-    The validation split is `config.validation_fraction` of every class of the
-    training split, held out by a seeded permutation (`sources.split_per_class`);
-    `data_fraction` then limits what remains. A `data_dir` holding a `train/`
-    folder is read as a class-per-folder tree whatever the dataset's name, so
-    ImageNet's own train/ and val/ folders work. Smoke runs take a tiny slice.
-    """
-    dataset = config.dataset
-    if config.data_dir and os.path.isdir(os.path.join(config.data_dir, "train")):
-        dataset = "image_folder"
-    train = sources.load_source(dataset, "train", data_dir=config.data_dir)
-    test = sources.load_source(dataset, "test", data_dir=config.data_dir)
-    validation = None
-    if config.validation_fraction > 0:
-        validation, train = sources.split_per_class(
-            train, config.validation_fraction, seed=config.seed
-        )
-        if train is None:
-            raise ValueError(
-                f"validation_fraction={config.validation_fraction} holds out every training "
-                f"example of {dataset} (each class keeps at least one for validation); "
-                "lower it, or pass 0 to train on the whole training split."
-            )
-    if config.data_fraction < 1.0:
-        train = sources.limit_per_class(train, config.data_fraction, seed=config.seed)
-    if config.smoke:
-        train, test = _take(train, SMOKE_EXAMPLES["train"]), _take(test, SMOKE_EXAMPLES["test"])
-        validation = validation and _take(validation, SMOKE_EXAMPLES["validation"])
-    return RunSources(train, validation, test)
-
-
-def _take(source, count):
-    return dataclasses.replace(
-        source, dataset=source.dataset.take(count), num_examples=min(count, source.num_examples)
-    )
-
-
-def make_datasets(config, data, initial_epoch=0, replicas=1):
-    """(multi-view training dataset from `initial_epoch` on, validation, test).
-
-    Validation is None when `data.validation` is. With several replicas, an
-    evaluation split smaller than one batch is batched by a multiple of the
-    replicas, because Keras cannot start `fit`/`evaluate` on a first batch
-    that does not split evenly; a training split that small is refused.
-    """
-    if replicas > 1 and data.train.num_examples < config.batch_size:
-        raise ValueError(
-            f"batch_size={config.batch_size} is larger than the {data.train.num_examples} training "
-            f"examples: under {replicas} replicas the first batch must be full. Lower --batch_size."
-        )
-    train = _training_batches(config, data, initial_epoch)
-    noise = dict(noise_mean=config.noise_mean, noise_std=config.noise_std)
-
-    def evaluation(source):
-        batch_size = config.batch_size
-        if source and source.num_examples < batch_size:
-            batch_size = max(replicas, source.num_examples // replicas * replicas)
-        return source and eval_dataset(
-            source,
-            batch_size,
-            transform=views_lib.eval_transform(config.style, config.image_size),
-            normalization=config.normalization,
-            seed=config.seed,
-            **noise,
-        )
-
-    return train, evaluation(data.validation), evaluation(data.test)
-
-
-def _training_batches(config, data, initial_epoch):
-    """The multi-view training batches of epochs `initial_epoch` to `config.epochs - 1`."""
-    views = [
-        views_lib.make_view(name, config.style, config.image_size, seed=config.seed + index)
-        for index, name in enumerate(config.views)
-    ]
-    return multi_view_dataset(
-        data.train,
-        views,
-        config.batch_size,
-        seed=config.seed,
-        normalization=config.normalization,
-        noise_mean=config.noise_mean,
-        noise_std=config.noise_std,
-        epochs=config.epochs,
-        initial_epoch=initial_epoch,
-    )
-
-
-def batchnorm_batches(config, data, steps_per_epoch):
-    """The last epoch's training batches, on which SWA and EMA recompute BatchNorm; else None.
-
-    The same batches however often the run was interrupted and resumed, so a
-    resumed run ends with the statistics an uninterrupted one does.
-    """
-    if not methods.get(config.method).averages_weights:
-        return None
-    return _training_batches(config, data, config.epochs - 1).take(steps_per_epoch)
 
 
 def method_callbacks(config, run_dir, bn_data, chief=True):
@@ -440,11 +308,7 @@ def build_model(config, train_source):
         sam_rho=sharpness["rho"],
         sam_adaptive=sharpness["adaptive"],
         num_students=config.num_students,
-        omega=config.omega,
-        beta=config.beta,
-        temperature=config.temperature,
-        hybrid=config.hybrid,
-        hwm_gradient=config.hwm_gradient,
+        **{name: getattr(config, name) for name in model_lib.HYPERPARAMETERS},
         weight_decay=config.weight_decay,
         seed=config.seed,
     )
@@ -457,79 +321,3 @@ def make_optimizer(config, steps_per_epoch):
     schedule = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
     optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum)
     return methods.get(config.method).wrap_optimizer(optimizer, config)
-
-
-def summarize(config, history, seconds):
-    """results.json content: final-epoch test accuracy of every network and more.
-
-    The best student is the one with the best final-epoch validation accuracy
-    (the first of equals), or student 0 when the run keeps no validation split:
-    the test split never chooses. Fusion runs before each epoch's evaluations,
-    so the last epoch's figures are the final model's.
-    """
-    names = curves.network_names(history)
-    students = [name for name in names if name.startswith("student_")]
-
-    def final(split, metric="accuracy"):
-        return {name: history[f"{split}_{name}_{metric}"][-1] for name in names}
-
-    test_accuracy = final("test")
-    results = {
-        "run_name": config.run_name,
-        "epochs": len(history["loss"]),
-        "final_test_accuracy": test_accuracy,
-        "final_test_ce": final("test", "ce"),
-        "students_mean_final_test_accuracy": sum(test_accuracy[s] for s in students)
-        / len(students),
-        "best_over_epochs_test_accuracy (not a final figure)": {
-            name: max(history[f"test_{name}_accuracy"]) for name in names
-        },
-    }
-    if "val_loss" in history:
-        validation_accuracy = final("val")
-        results["final_validation_accuracy"] = validation_accuracy
-        results["best_student"] = max(
-            range(len(students)), key=lambda m: validation_accuracy[f"student_{m}"]
-        )
-        results["best_student_selected_by"] = (
-            f"final-epoch accuracy on the validation split ({config.validation_fraction:g} of "
-            "each class of the training split, held out)"
-        )
-    else:
-        results["best_student"] = 0
-        results["best_student_selected_by"] = (
-            "none: the run keeps no validation split (validation_fraction=0), so student 0 "
-            "is exported; the test split is never used to choose"
-        )
-    results["exported_student"] = os.path.join(
-        config.saved_models_dir, config.run_name, "student.keras"
-    )
-    results["train_seconds_this_session"] = seconds
-    return results
-
-
-def export_student(student, config, *, run_dir):
-    """Saves a student to `<saved_models_dir>/<run_name>/student.keras`, atomically.
-
-    `origin.json` beside it names `run_dir`; an export of another run
-    directory is refused (`_check_export_target`), never overwritten.
-    Synchronised BatchNorm layers are saved as plain Keras ones, so that the
-    file loads with Keras alone.
-    """
-    _check_export_target(config, run_dir)
-    directory = os.path.join(config.saved_models_dir, config.run_name)
-    checkpointing.write_json_atomically(
-        os.path.join(directory, ORIGIN_FILE), {"run_dir": os.path.realpath(run_dir)}
-    )
-    path = os.path.join(directory, "student.keras")
-    plain = distribute.with_synchronized_batchnorm(student, synchronized=False)
-    checkpointing.write_atomically(path, plain.save)
-    return path
-
-
-def format_results(results):
-    lines = [f"Final-epoch test accuracy ({results['run_name']}, {results['epochs']} epochs):"]
-    for name, value in results["final_test_accuracy"].items():
-        lines.append(f"  {name:<12} {value:.4f}")
-    lines.append(f"Best student: {results['best_student']} -> {results['exported_student']}")
-    return "\n".join(lines)

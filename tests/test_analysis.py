@@ -379,7 +379,7 @@ def test_cli_on_a_run_directory_reads_and_preprocesses_its_data(
         None,
         sources.from_arrays(test_images, test_labels, class_names=list("abcde")),
     )
-    monkeypatch.setattr("okdph_keras.train.load_sources", lambda config: splits)
+    monkeypatch.setattr("okdph_keras.run_data.load_sources", lambda config: splits)
     run = tmp_path / "run"
     config = Config(
         dataset="cifar10",

@@ -20,7 +20,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds  # noqa: F401  (imported here so its import time is not a case's)
 from helpers import IMAGE_SHAPE, NUM_CLASSES, tiny_student
 
-from okdph_keras import OKDPH, train
+from okdph_keras import OKDPH, run_data, train
 from okdph_keras.config import Config, validate
 from okdph_keras.data import from_arrays, load_source, make_view, multi_view_dataset
 from okdph_keras.models import get_model
@@ -745,9 +745,9 @@ def test_the_base_config_is_valid_and_loads(tmp_path, image_tree):
     """The runs above fail because of their one bad value, not the base config."""
     config = Context(tmp_path, image_tree).config()
     validate(config)
-    data = train.load_sources(config)
+    data = run_data.load_sources(config)
     assert data.train.image_shape == (8, 8, 3) and data.train.num_classes == len(CLASSES)
-    datasets = train.make_datasets(config, data)
+    datasets = run_data.make_datasets(config, data)
     views, labels = next(iter(datasets[0]))
     assert len(views) == 3 and views[0].shape[1:] == (8, 8, 3)
     assert not os.path.exists(config.output_dir) and not os.path.exists(config.saved_models_dir)

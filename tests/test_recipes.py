@@ -187,12 +187,12 @@ def check_hwm_test_figures(results, run_dir, num_test):
     """
     import keras  # noqa: PLC0415
 
-    from okdph_keras import train  # noqa: PLC0415
+    from okdph_keras import run_data  # noqa: PLC0415
     from okdph_keras.config import Config  # noqa: PLC0415
 
     config = Config.from_json_dict(json.loads((run_dir / "config.json").read_text()))
     model = checkpoint_model(run_dir)
-    _, _, test = train.make_datasets(config, train.load_sources(config))
+    _, _, test = run_data.make_datasets(config, run_data.load_sources(config))
     correct = total = 0
     losses = []
     for images, labels in test:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from okdph_keras import checkpointing, train
+from okdph_keras import checkpointing, run_data, run_results, train
 from okdph_keras.config import Config, validate
 from okdph_keras.data import from_arrays
 
@@ -50,14 +50,14 @@ def labelled_arrays(monkeypatch):
     images[:, 0, 0, 0], images[:, 0, 1, 0] = index % 256, index // 256
     splits = {"train": from_arrays(images, labels), "test": from_arrays(images[:20], labels[:20])}
     monkeypatch.setattr(
-        train.sources, "load_source", lambda dataset, split, data_dir=None: splits[split]
+        run_data.sources, "load_source", lambda dataset, split, data_dir=None: splits[split]
     )
     return labels, counts
 
 
 def test_validation_split_is_held_out_per_class_and_seeded(tmp_path, labelled_arrays):
     labels, counts = labelled_arrays
-    data = train.load_sources(config_for(tmp_path, validation_fraction=0.1, seed=3))
+    data = run_data.load_sources(config_for(tmp_path, validation_fraction=0.1, seed=3))
     held, kept = examples(data.validation), examples(data.train)
     held_indices, kept_indices = {i for i, _ in held}, {i for i, _ in kept}
     assert not held_indices & kept_indices
@@ -66,14 +66,14 @@ def test_validation_split_is_held_out_per_class_and_seeded(tmp_path, labelled_ar
     assert all(labels[i] == label for i, label in held + kept)
     assert [i for i, _ in kept] == sorted(kept_indices)  # the source's order is kept
 
-    again = train.load_sources(config_for(tmp_path, validation_fraction=0.1, seed=3))
+    again = run_data.load_sources(config_for(tmp_path, validation_fraction=0.1, seed=3))
     assert examples(again.validation) == held
-    other = train.load_sources(config_for(tmp_path, validation_fraction=0.1, seed=4))
+    other = run_data.load_sources(config_for(tmp_path, validation_fraction=0.1, seed=4))
     assert {i for i, _ in examples(other.validation)} != held_indices
 
 
 def test_limited_data_comes_from_what_validation_leaves(tmp_path, labelled_arrays):
-    data = train.load_sources(
+    data = run_data.load_sources(
         config_for(tmp_path, validation_fraction=0.1, data_fraction=0.5, seed=0)
     )
     held = {i for i, _ in examples(data.validation)}
@@ -84,13 +84,13 @@ def test_limited_data_comes_from_what_validation_leaves(tmp_path, labelled_array
 
 
 def test_no_validation_split_when_the_fraction_is_zero(tmp_path, labelled_arrays):
-    data = train.load_sources(config_for(tmp_path, validation_fraction=0.0))
+    data = run_data.load_sources(config_for(tmp_path, validation_fraction=0.0))
     assert data.validation is None and data.train.num_examples == 230
 
 
 @pytest.mark.parametrize("fraction", [-0.1, 1.0, 1.5])
 def test_validation_fraction_out_of_range_is_refused(tmp_path, fraction):
-    with pytest.raises(ValueError, match=r"validation_fraction=.* it must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"validation_fraction=.* it must be a number in \[0, 1\)"):
         validate(config_for(tmp_path, validation_fraction=fraction))
 
 
@@ -109,7 +109,7 @@ def history(validation, test):
 
 def test_best_student_is_chosen_on_validation_never_on_test(tmp_path):
     config = config_for(tmp_path)
-    results = train.summarize(
+    results = run_results.summarize(
         config, history(validation=(0.6, 0.5, 0.6, 0.6), test=(0.7, 0.9, 0.8, 0.8)), 1.0
     )
     assert results["best_student"] == 0
@@ -118,7 +118,7 @@ def test_best_student_is_chosen_on_validation_never_on_test(tmp_path):
     assert results["students_mean_final_test_accuracy"] == pytest.approx(0.8)
     assert "validation split" in results["best_student_selected_by"]
 
-    flipped = train.summarize(
+    flipped = run_results.summarize(
         config, history(validation=(0.5, 0.6, 0.6, 0.6), test=(0.9, 0.7, 0.8, 0.8)), 1.0
     )
     assert flipped["best_student"] == 1
@@ -126,7 +126,9 @@ def test_best_student_is_chosen_on_validation_never_on_test(tmp_path):
 
 def test_without_validation_student_zero_is_exported(tmp_path):
     config = dataclasses.replace(config_for(tmp_path), validation_fraction=0.0)
-    results = train.summarize(config, history(validation=None, test=(0.7, 0.9, 0.8, 0.8)), 1.0)
+    results = run_results.summarize(
+        config, history(validation=None, test=(0.7, 0.9, 0.8, 0.8)), 1.0
+    )
     assert results["best_student"] == 0 and "final_validation_accuracy" not in results
     assert "no validation split" in results["best_student_selected_by"]
 
@@ -239,8 +241,8 @@ def test_averaging_methods_leave_checkpoint_and_results_on_the_averaged_weights(
     assert_weights(
         keras.saving.load_model(results["exported_student"]), average[results["best_student"]]
     )
-    data = train.load_sources(config)
-    _, _, test = train.make_datasets(config, data)
+    data = run_data.load_sources(config)
+    _, _, test = run_data.make_datasets(config, data)
     figures = model.evaluate(test, verbose=0, return_dict=True)
     assert results["final_test_accuracy"]["student_0"] == pytest.approx(
         figures["student_0_accuracy"]

@@ -27,7 +27,7 @@ SPLITS = ("train", "validation", "test")
 def load_data(origin, *, split, data_path, batch_size, max_examples):
     """`(dataset of (images, labels) batches, description)` for the analyses.
 
-    Without `data_path`, the run's `split` from `okdph_keras.train.load_sources`,
+    Without `data_path`, the run's `split` from `okdph_keras.run_data.load_sources`,
     preprocessed as the run's test images. With it, an `.npz` holding
     `images` and `labels`: float images are used as they are; uint8 images
     are preprocessed as the run's test images, or (a `.keras` file, which

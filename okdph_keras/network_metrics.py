@@ -1,0 +1,80 @@
+"""What `OKDPH` reports each step: loss, every network's CE and accuracy, the ensemble's, KD."""
+
+import itertools
+
+import keras
+import tensorflow as tf
+
+from okdph_keras import losses
+
+
+class NetworkMetrics:
+    """A mixin for `OKDPH`: its `keras.metrics` trackers, updated from a step's `StepOutputs`.
+
+    The trackers are attributes of the model, so Keras resets and saves them as
+    any model's metrics. Reported names: `loss`, `student_<m>_ce`,
+    `student_<m>_accuracy`, `hwm_ce`, `hwm_accuracy`, `ensemble_ce`,
+    `ensemble_accuracy` (the students' mean logits) and `kd_loss`.
+    """
+
+    def _create_trackers(self):
+        mean, accuracy = keras.metrics.Mean, keras.metrics.SparseCategoricalAccuracy
+        self.loss_tracker = mean(name="loss")
+        self.kd_tracker = mean(name="kd_loss")
+        self.student_ce_trackers = [mean(name=f"student_{m}_ce") for m in range(self.num_students)]
+        self.student_accuracy_trackers = [
+            accuracy(name=f"student_{m}_accuracy") for m in range(self.num_students)
+        ]
+        self.hwm_ce_tracker = mean(name="hwm_ce")
+        self.hwm_accuracy_tracker = accuracy(name="hwm_accuracy")
+        self.ensemble_ce_tracker = mean(name="ensemble_ce")
+        self.ensemble_accuracy_tracker = accuracy(name="ensemble_accuracy")
+
+    @property
+    def metrics(self):
+        return [
+            self.loss_tracker,
+            *itertools.chain(*zip(self.student_ce_trackers, self.student_accuracy_trackers)),
+            self.hwm_ce_tracker,
+            self.hwm_accuracy_tracker,
+            self.ensemble_ce_tracker,
+            self.ensemble_accuracy_tracker,
+            self.kd_tracker,
+        ]
+
+    def _results(self, *, hwm_ran):
+        """The trackers' results; without the HWM's when it did not run."""
+        reported = self.metrics
+        if not hwm_ran:  # report nothing rather than zeros
+            reported = [
+                m for m in reported if m not in (self.hwm_ce_tracker, self.hwm_accuracy_tracker)
+            ]
+        return {metric.name: metric.result() for metric in reported}
+
+    def _update_metrics(self, outputs, labels, weight):
+        """Adds a batch to the metrics, each example counting `weight` (0 for padding)."""
+        example_weights = tf.fill(tf.shape(labels), tf.cast(weight, tf.float32))
+        batch_size = tf.reduce_sum(example_weights)
+        self.loss_tracker.update_state(outputs.total, sample_weight=batch_size)
+        self.kd_tracker.update_state(
+            tf.add_n(outputs.kd) / self.num_students, sample_weight=batch_size
+        )
+        for m in range(self.num_students):
+            self.student_ce_trackers[m].update_state(
+                outputs.student_ce[m], sample_weight=batch_size
+            )
+            self.student_accuracy_trackers[m].update_state(
+                labels, outputs.student_logits[m], sample_weight=example_weights
+            )
+        if outputs.hwm_logits is not None:  # baselines train without the HWM
+            self.hwm_ce_tracker.update_state(outputs.hwm_ce, sample_weight=batch_size)
+            self.hwm_accuracy_tracker.update_state(
+                labels, outputs.hwm_logits, sample_weight=example_weights
+            )
+        ensemble = tf.add_n([losses.full_precision(z) for z in outputs.student_logits]) / float(
+            self.num_students
+        )
+        self.ensemble_ce_tracker.update_state(
+            losses.cross_entropy(labels, ensemble), sample_weight=batch_size
+        )
+        self.ensemble_accuracy_tracker.update_state(labels, ensemble, sample_weight=example_weights)
