@@ -88,12 +88,14 @@ def main(argv=None):
         validation_fraction=args.validation_fraction,
         run_name="base",
     )
+    okdph = base.resolved()
     budget = (
         f"{args.model}, {base.epochs} epochs, batch {base.batch_size}, {args.train_fraction:g} of each "
         f"training class after a {args.validation_fraction:g} validation hold-out "
         f"(≈{round(50000 * (1 - args.validation_fraction) * args.train_fraction)} training images), "
-        f"views {list(base.views)}, reference hyperparameters (ω={base.omega}, β={base.beta}, "
-        f"γ={base.fusion_gamma}, τ={base.temperature}), test on all 10,000 test images"
+        f"views {list(base.views)}, OKDPH's reference hyperparameters (ω={okdph.omega}, "
+        f"β={okdph.beta}, γ={okdph.fusion_gamma}, τ={okdph.temperature}; each baseline its own "
+        "defaults), test on all 10,000 test images"
     )
     print(
         f"Command: {command}\nBudget: {budget}\nHardware: {hardware()}; TensorFlow {tf.__version__}",

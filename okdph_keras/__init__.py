@@ -18,6 +18,7 @@ _SUBMODULES = (
     "data",
     "distribute",
     "hybrid",
+    "hyperparameters",
     "loop",
     "losses",
     "methods",
@@ -26,7 +27,21 @@ _SUBMODULES = (
     "train",
 )
 # Further submodules reachable as attributes, not in `__all__`.
-_OTHER_SUBMODULES = ("checkpointing", "config", "curves", "export", "model", "predict")
+_OTHER_SUBMODULES = (
+    "checkpointing",
+    "config",
+    "curves",
+    "export",
+    "hwm",
+    "model",
+    "network_metrics",
+    "predict",
+    "rundir",
+    "run_data",
+    "run_results",
+    "students",
+    "validation",
+)
 _NAMES = {
     "Fusion": "callbacks",
     "EvaluateEachEpoch": "callbacks",
