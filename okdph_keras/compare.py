@@ -53,7 +53,7 @@ def method_config(base, method, seed, output_dir):
     return config.resolved()
 
 
-def compare(base, methods, seeds, output_dir, flatness_radius=0.05, strategy=None):
+def compare(base, methods, seeds, output_dir, *, flatness_radius=0.05, strategy=None):
     """Trains (or reuses) every method x seed and writes the comparison.
 
     Args:

@@ -1,15 +1,84 @@
-"""The hybrid-weight model (HWM) outside the training step: its state, a snapshot, fusion.
+"""The hybrid-weight model (HWM): its weights and logits, its state, a snapshot, fusion.
 
-Inside the step the HWM is `step.hybrid_values` under the tape; these functions are
-what `OKDPH` does with it between steps.
+In the step the HWM's weights are `hybrid_values`, computed under the tape, and its
+logits `network_logits`; the rest is what `OKDPH` does with it between steps.
 """
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from okdph_keras import distribute, step
+from okdph_keras import distribute
 from okdph_keras import hybrid as hybrid_lib
+
+
+def hybrid_values(students, coefficients, hwm_gradient=True):
+    """Trainable and non-trainable values of the HWM, sum_m r_m * theta_m.
+
+    Args:
+        students: list of M homogeneous `keras.Model`s.
+        coefficients: tensor `[M]`, the convex weights r.
+        hwm_gradient: if False the students' trainable values enter through
+            `tf.stop_gradient`, so the HWM gives the students no gradient (the
+            reference code's behaviour).
+
+    Returns:
+        `(trainable_values, non_trainable_values)` in `students[0]`'s order, ready
+        for `students[0].stateless_call`. BatchNorm statistics are combined;
+        integer state is taken from `students[0]` unchanged.
+    """
+    trainable = [list(s.trainable_variables) for s in students]
+    if not hwm_gradient:
+        trainable = [[tf.stop_gradient(v) for v in values] for values in trainable]
+    non_trainable = [list(s.non_trainable_variables) for s in students]
+    return (
+        hybrid_lib.convex_combination(trainable, coefficients),
+        hybrid_lib.convex_combination(non_trainable, coefficients),
+    )
+
+
+def network_logits(
+    students, views, coefficients, *, hwm_gradient=True, training=True, hwm_state=None
+):
+    """Logits of the M students and of the HWM, each on its own view.
+
+    Args:
+        students: list of M homogeneous `keras.Model`s.
+        views: list of M+1 image batches (students first, then the HWM).
+        coefficients: tensor `[M]`, the hybridization weights r.
+        hwm_gradient: see `hybrid_values`.
+        training: the networks' mode.
+        hwm_state: the HWM's own integer state (its dropout seeds), one
+            variable per integer non-trainable variable of `students[0]`, in
+            order; advanced in training, so the HWM draws its own masks. None:
+            `students[0]`'s state is used and not advanced.
+
+    Returns:
+        `(student_logits, hwm_logits)`: a list of M tensors and one tensor. The
+        HWM runs through `students[0].stateless_call` on the hybrid values, so
+        no weights are copied and no student's state changes because of it.
+    """
+    student_logits = [student(view, training=training) for student, view in zip(students, views)]
+    trainable, non_trainable = hybrid_values(students, coefficients, hwm_gradient)
+    positions = integer_positions(students[0])
+    for position, state in zip(positions, hwm_state or ()):
+        non_trainable[position] = tf.convert_to_tensor(state)
+    hwm_logits, updated = students[0].stateless_call(
+        trainable, non_trainable, views[len(students)], training=training
+    )
+    if hwm_state and training:
+        for position, state in zip(positions, hwm_state):
+            state.assign(updated[position])
+    return student_logits, hwm_logits
+
+
+def integer_positions(student):
+    """Positions of the integer state (random seeds) in `student.non_trainable_variables`."""
+    return [
+        i
+        for i, v in enumerate(student.non_trainable_variables)
+        if not hybrid_lib.is_interpolable(v)
+    ]
 
 
 def initial_integer_state(student, seed):
@@ -25,11 +94,11 @@ def initial_integer_state(student, seed):
 
     Returns:
         A list of `(name, numpy value)`, one per integer variable of the student
-        (`step.integer_positions`), for the caller to hold as variables.
+        (`integer_positions`), for the caller to hold as variables.
     """
     seeds = {id(v) for v in seed_states(student)}
     values = []
-    for index, position in enumerate(step.integer_positions(student)):
+    for index, position in enumerate(integer_positions(student)):
         source = student.non_trainable_variables[position]
         value = source.numpy()
         if id(source) in seeds:
@@ -50,7 +119,7 @@ def seed_states(model):
 def snapshot(students, coefficients):
     """A new `keras.Model` of the students' architecture holding `sum_m r_m theta_m`."""
     model = keras.models.clone_model(students[0])
-    trainable, non_trainable = step.hybrid_values(students, coefficients)
+    trainable, non_trainable = hybrid_values(students, coefficients)
     for variable, value in zip(
         model.trainable_variables + model.non_trainable_variables, trainable + non_trainable
     ):
@@ -70,7 +139,7 @@ def fuse(students, coefficients, gamma, strategy):
         [v for s in students for v in s.non_trainable_variables if hybrid_lib.is_interpolable(v)],
         strategy,
     )
-    hwm_values = step.hybrid_values(students, coefficients)
+    hwm_values = hybrid_values(students, coefficients)
     weights = tf.stack([gamma, 1.0 - gamma])
     for student in students:
         for variables, hwm in zip(

@@ -19,7 +19,7 @@ import os
 
 import tensorflow as tf
 
-from okdph_keras import baselines, hyperparameters, losses, validation
+from okdph_keras import baselines, hwm, hyperparameters, losses, validation
 from okdph_keras.callbacks import Fusion
 
 _REGISTRY = {}
@@ -116,6 +116,25 @@ class Method:
     def run_name_suffix(self):
         """What the default run name adds for this method (`_dml`, ...)."""
         return f"_{self.name}"
+
+    def network_logits(self, students, views, coefficients, *, hwm_gradient, training, hwm_state):
+        """`(student_logits, hwm_logits)`: every network's logits on its view.
+
+        Out of training the HWM runs for every method (it is reported); in
+        training only for methods that use it (`uses_hwm`), else `hwm_logits` is
+        None. A method whose peers are not separate networks (branches of one
+        network, say) overrides this. Arguments: see `hwm.network_logits`.
+        """
+        if self.uses_hwm or not training:
+            return hwm.network_logits(
+                students,
+                views,
+                coefficients,
+                hwm_gradient=hwm_gradient,
+                training=training,
+                hwm_state=hwm_state,
+            )
+        return [student(view, training=training) for student, view in zip(students, views)], None
 
     def distillation_terms(self, student_logits, hwm_logits, temperature):
         """Student m's distillation term, for each m."""

@@ -270,7 +270,7 @@ class OKDPH(NetworkMetrics, keras.Model):
     def call(self, inputs, training=False):
         """Logits `[B, M+1, num_classes]`: every student's, then the HWM's."""
         views, _ = students_lib.split_views(inputs, self.students[0], self.num_students)
-        student_logits, hwm_logits = step.network_logits(
+        student_logits, hwm_logits = hwm.network_logits(
             self.students,
             views,
             tf.convert_to_tensor(self.coefficients),

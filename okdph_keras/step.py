@@ -34,71 +34,6 @@ class StepOutputs(NamedTuple):
     total: tf.Tensor
 
 
-def hybrid_values(students, coefficients, hwm_gradient=True):
-    """Trainable and non-trainable values of the HWM, sum_m r_m * theta_m.
-
-    Args:
-        students: list of M homogeneous `keras.Model`s.
-        coefficients: tensor `[M]`, the convex weights r.
-        hwm_gradient: if False the students' trainable values enter through
-            `tf.stop_gradient`, so the HWM gives the students no gradient (the
-            reference code's behaviour).
-
-    Returns:
-        `(trainable_values, non_trainable_values)` in `students[0]`'s order, ready
-        for `students[0].stateless_call`. BatchNorm statistics are combined;
-        integer state is taken from `students[0]` unchanged.
-    """
-    trainable = [list(s.trainable_variables) for s in students]
-    if not hwm_gradient:
-        trainable = [[tf.stop_gradient(v) for v in values] for values in trainable]
-    non_trainable = [list(s.non_trainable_variables) for s in students]
-    return (
-        hybrid.convex_combination(trainable, coefficients),
-        hybrid.convex_combination(non_trainable, coefficients),
-    )
-
-
-def network_logits(students, views, coefficients, hwm_gradient=True, training=True, hwm_state=None):
-    """Logits of the M students and of the HWM, each on its own view.
-
-    Args:
-        students: list of M homogeneous `keras.Model`s.
-        views: list of M+1 image batches (students first, then the HWM).
-        coefficients: tensor `[M]`, the hybridization weights r.
-        hwm_gradient: see `hybrid_values`.
-        training: the networks' mode.
-        hwm_state: the HWM's own integer state (its dropout seeds), one
-            variable per integer non-trainable variable of `students[0]`, in
-            order; advanced in training, so the HWM draws its own masks. None:
-            `students[0]`'s state is used and not advanced.
-
-    Returns:
-        `(student_logits, hwm_logits)`: a list of M tensors and one tensor. The
-        HWM runs through `students[0].stateless_call` on the hybrid values, so
-        no weights are copied and no student's state changes because of it.
-    """
-    student_logits = [student(view, training=training) for student, view in zip(students, views)]
-    trainable, non_trainable = hybrid_values(students, coefficients, hwm_gradient)
-    positions = integer_positions(students[0])
-    for position, state in zip(positions, hwm_state or ()):
-        non_trainable[position] = tf.convert_to_tensor(state)
-    hwm_logits, updated = students[0].stateless_call(
-        trainable, non_trainable, views[len(students)], training=training
-    )
-    if hwm_state and training:
-        for position, state in zip(positions, hwm_state):
-            state.assign(updated[position])
-    return student_logits, hwm_logits
-
-
-def integer_positions(student):
-    """Positions of the integer state (random seeds) in `student.non_trainable_variables`."""
-    return [
-        i for i, v in enumerate(student.non_trainable_variables) if not hybrid.is_interpolable(v)
-    ]
-
-
 def forward(
     students,
     views,
@@ -143,20 +78,14 @@ def forward(
         A `StepOutputs`.
     """
     method = methods.get(objective, what="objective", trainable_by_model=True)
-    if method.uses_hwm or not training:
-        student_logits, hwm_logits = network_logits(
-            students,
-            views,
-            coefficients,
-            hwm_gradient=hwm_gradient,
-            training=training,
-            hwm_state=hwm_state,
-        )
-    else:  # methods without the HWM do not run it in training
-        student_logits = [
-            student(view, training=training) for student, view in zip(students, views)
-        ]
-        hwm_logits = None
+    student_logits, hwm_logits = method.network_logits(
+        students,
+        views,
+        coefficients,
+        hwm_gradient=hwm_gradient,
+        training=training,
+        hwm_state=hwm_state,
+    )
     student_ce = [losses.cross_entropy(labels, z) for z in student_logits]
     hwm_ce = None if hwm_logits is None else losses.cross_entropy(labels, hwm_logits)
     kd = method.distillation_terms(student_logits, hwm_logits, temperature)

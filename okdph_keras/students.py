@@ -4,10 +4,11 @@ Every message names the bad value and what is allowed; nothing here trains.
 """
 
 import itertools
-import numbers
 
 import keras
 import tensorflow as tf
+
+from okdph_keras import validation
 
 
 def make_students(students, num_students):
@@ -30,10 +31,7 @@ def make_students(students, num_students):
             )
     elif callable(students):
         num_students = 2 if num_students is None else num_students
-        if isinstance(num_students, bool) or not isinstance(num_students, numbers.Integral):
-            raise ValueError(f"num_students must be an integer >= 2; got {num_students!r}.")
-        if num_students < 2:
-            raise ValueError(f"num_students={num_students} is out of range; OKDPH needs >= 2.")
+        num_students = validation.check_integer("num_students", num_students, low=2)
         students = [students() for _ in range(num_students)]
     else:
         raise ValueError(

@@ -41,20 +41,18 @@ def check_number(name, value, *, low=None, high=None, low_open=False, high_open=
     Returns:
         `float(value)`.
     """
-    allowed = _range("a number", "a finite number", low, high, low_open, high_open)
-    if (
-        not is_number(value)
-        or not math.isfinite(value)
-        or not _within(value, low, high, low_open, high_open)
-    ):
+    bounds = dict(low=low, high=high, low_open=low_open, high_open=high_open)
+    allowed = _range("a number", "a finite number", **bounds)
+    if not is_number(value) or not math.isfinite(value) or not _within(value, **bounds):
         fail(name, value, allowed)
     return float(value)
 
 
 def check_integer(name, value, *, low=None, high=None):
     """An integer within `[low, high]`, returned as an `int`."""
-    if not is_integer(value) or not _within(value, low, high, False, False):
-        fail(name, value, _range("an integer", "an integer", low, high, False, False))
+    bounds = dict(low=low, high=high, low_open=False, high_open=False)
+    if not is_integer(value) or not _within(value, **bounds):
+        fail(name, value, _range("an integer", "an integer", **bounds))
     return int(value)
 
 
@@ -72,13 +70,13 @@ def check_choice(name, value, choices):
     return value
 
 
-def _within(value, low, high, low_open, high_open):
+def _within(value, *, low, high, low_open, high_open):
     if low is not None and (value <= low if low_open else value < low):
         return False
     return high is None or (value < high if high_open else value <= high)
 
 
-def _range(bounded, unbounded, low, high, low_open, high_open):
+def _range(bounded, unbounded, *, low, high, low_open, high_open):
     """Words for the allowed range: `a number in [0, 1)`, `an integer >= 1`, ..."""
     if low is not None and high is not None:
         return (

@@ -63,7 +63,12 @@ def main():
         except ValueError as error:
             raise app.UsageError(str(error)) from error
         compare.compare(
-            base, FLAGS.methods, FLAGS.seeds, FLAGS.output_dir, FLAGS.flatness_radius, strategy
+            base,
+            FLAGS.methods,
+            FLAGS.seeds,
+            FLAGS.output_dir,
+            flatness_radius=FLAGS.flatness_radius,
+            strategy=strategy,
         )
 
     app.run(run)

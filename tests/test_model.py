@@ -39,8 +39,8 @@ def compiled(num=2, lr=0.1, momentum=0.9, **options):
         (dict(hwm_gradient="yes"), r"hwm_gradient='yes' is not allowed; it must be True or False"),
         (dict(identical_init=1), r"identical_init=1 is not allowed; it must be True or False"),
         (dict(seed=1.5), r"seed=1.5 is not allowed; it must be an integer or None"),
-        (dict(num_students=1), r"num_students=1 is out of range; OKDPH needs >= 2"),
-        (dict(num_students=2.0), r"num_students must be an integer >= 2; got 2.0"),
+        (dict(num_students=1), r"num_students=1 is not allowed; it must be an integer >= 2"),
+        (dict(num_students=2.0), r"num_students=2.0 is not allowed; it must be an integer >= 2"),
     ],
 )
 def test_bad_options_raise_clear_errors(options, message):

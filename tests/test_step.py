@@ -13,7 +13,7 @@ from helpers import (
     tiny_student,
 )
 
-from okdph_keras import OKDPH, step
+from okdph_keras import OKDPH, hwm, step
 
 LOSS_OPTIONS = dict(omega=0.8, beta=0.8, temperature=4.0)
 
@@ -53,7 +53,7 @@ def test_hwm_logits_equal_a_model_holding_the_combined_weights(num, rng, batch):
 
     # Last: in training mode the students' own passes update their BN statistics.
     for training in (False, True):
-        _, hwm_logits = step.network_logits(students, views, tf.constant(r), training=training)
+        _, hwm_logits = hwm.network_logits(students, views, tf.constant(r), training=training)
         np.testing.assert_allclose(
             hwm_logits.numpy(), reference(images, training=training).numpy(), rtol=1e-4, atol=1e-5
         )
@@ -63,7 +63,7 @@ def test_hwm_forward_leaves_the_students_state_alone(rng, batch):
     images, _, _ = batch
     students = make_students(2, rng)
     before = [s.get_weights() for s in students]
-    step.network_logits(students, [images] * 3, tf.constant([0.5, 0.5]), training=False)
+    hwm.network_logits(students, [images] * 3, tf.constant([0.5, 0.5]), training=False)
     for student, weights in zip(students, before):
         for a, b in zip(student.get_weights(), weights):
             np.testing.assert_array_equal(a, b)
@@ -201,7 +201,7 @@ def test_integer_state_is_never_interpolated(rng):
     students = [tiny_student(dropout=0.5) for _ in range(2)]
     integer = [v for v in students[0].non_trainable_variables if "int" in str(v.dtype)]
     assert integer, "the Dropout student should carry an integer seed state"
-    _, non_trainable = step.hybrid_values(students, tf.constant([0.5, 0.5]))
+    _, non_trainable = hwm.hybrid_values(students, tf.constant([0.5, 0.5]))
     for variable, value in zip(students[0].non_trainable_variables, non_trainable):
         assert value.dtype == tf.as_dtype(variable.dtype)
         if "int" in str(variable.dtype):

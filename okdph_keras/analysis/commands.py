@@ -131,7 +131,13 @@ def run_flatness(args, origin, data):
     radii = []
     for radius in args.radius:
         result = sharpness.perturbation_sharpness(
-            network, data, radius, args.samples, args.seed, batch_size=args.batch_size, verbose=True
+            network,
+            data,
+            radius=radius,
+            samples=args.samples,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            verbose=True,
         )
         radii.append(
             {

@@ -85,5 +85,10 @@ def perturbation_sharpness(
                 f"radius {radius:g}, perturbation {s + 1}/{samples}: loss increase {increases[s]:.5f}"
             )
     return Sharpness(
-        radius, base_loss, increases, float(increases.mean()), float(increases.max()), seed
+        radius=radius,
+        base_loss=base_loss,
+        increases=increases,
+        mean_increase=float(increases.mean()),
+        max_increase=float(increases.max()),
+        seed=seed,
     )

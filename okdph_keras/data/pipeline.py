@@ -154,7 +154,7 @@ def _stateless_seed(seed, stream, epoch, index):
     )
 
 
-def _finish(images, normalization, noise_mean, noise_std, seed):
+def _finish(images, *, normalization, noise_mean, noise_std, seed):
     """Normalises a float batch in [0, 255] and adds seeded Gaussian noise."""
     if normalization is not None:
         images = normalize(images, *normalization)
@@ -232,10 +232,10 @@ def multi_view_dataset(
         outputs = tuple(
             _finish(
                 view.augment(crop, seed=_stateless_seed(seed, num_views + k, epoch, index)),
-                normalization,
-                noise_mean,
-                noise_std,
-                _stateless_seed(seed, 2 * num_views + k, epoch, index),
+                normalization=normalization,
+                noise_mean=noise_mean,
+                noise_std=noise_std,
+                seed=_stateless_seed(seed, 2 * num_views + k, epoch, index),
             )
             for k, (view, crop) in enumerate(zip(views, crops))
         )
@@ -308,7 +308,11 @@ def eval_dataset(
     dataset = dataset.map(
         lambda index, batch: (
             _finish(
-                batch[0], normalization, noise_mean, noise_std, _stateless_seed(seed, 0, 0, index)
+                batch[0],
+                normalization=normalization,
+                noise_mean=noise_mean,
+                noise_std=noise_std,
+                seed=_stateless_seed(seed, 0, 0, index),
             ),
             batch[1],
         ),

@@ -78,4 +78,11 @@ def resolve(origin, *, normalization, style, input_size):
     style = style or (config.style if config else None)
     if style is not None and style not in STYLES:
         fail("style", style, f"one of {STYLES} or None")
-    return Settings(int(size), int(channels), int(model.output_shape[-1]), mean, std, style)
+    return Settings(
+        image_size=int(size),
+        channels=int(channels),
+        num_classes=int(model.output_shape[-1]),
+        mean=mean,
+        std=std,
+        style=style,
+    )
