@@ -117,22 +117,18 @@ class Method:
         """What the default run name adds for this method (`_dml`, ...)."""
         return f"_{self.name}"
 
-    def network_logits(self, students, views, coefficients, *, hwm_gradient, training, hwm_state):
+    def network_logits(self, students, views, coefficients, *, training, **hwm_options):
         """`(student_logits, hwm_logits)`: every network's logits on its view.
 
         Out of training the HWM runs for every method (it is reported); in
         training only for methods that use it (`uses_hwm`), else `hwm_logits` is
         None. A method whose peers are not separate networks (branches of one
-        network, say) overrides this. Arguments: see `hwm.network_logits`.
+        network, say) overrides this. Arguments (`hwm_options`: `hwm_gradient`,
+        `hwm_state`): see `hwm.network_logits`.
         """
         if self.uses_hwm or not training:
             return hwm.network_logits(
-                students,
-                views,
-                coefficients,
-                hwm_gradient=hwm_gradient,
-                training=training,
-                hwm_state=hwm_state,
+                students, views, coefficients, training=training, **hwm_options
             )
         return [student(view, training=training) for student, view in zip(students, views)], None
 

@@ -78,13 +78,9 @@ def forward(
         A `StepOutputs`.
     """
     method = methods.get(objective, what="objective", trainable_by_model=True)
+    hwm_options = dict(hwm_gradient=hwm_gradient, hwm_state=hwm_state)
     student_logits, hwm_logits = method.network_logits(
-        students,
-        views,
-        coefficients,
-        hwm_gradient=hwm_gradient,
-        training=training,
-        hwm_state=hwm_state,
+        students, views, coefficients, training=training, **hwm_options
     )
     student_ce = [losses.cross_entropy(labels, z) for z in student_logits]
     hwm_ce = None if hwm_logits is None else losses.cross_entropy(labels, hwm_logits)

@@ -29,7 +29,16 @@ import warnings
 import keras
 import tensorflow as tf
 
-from okdph_keras import checkpointing, curves, distribute, loop, methods, run_data, run_results
+from okdph_keras import (
+    checkpointing,
+    curves,
+    distribute,
+    hyperparameters,
+    loop,
+    methods,
+    run_data,
+    run_results,
+)
 from okdph_keras import model as model_lib
 from okdph_keras.callbacks import EvaluateEachEpoch
 from okdph_keras.config import Config, validate
@@ -244,12 +253,21 @@ def _keras_evaluate(model, data):
 
 
 def _check_run_dir(run_dir, config):
-    """Fails if `run_dir` holds a run of another configuration."""
+    """Fails if `run_dir` holds a run of another configuration.
+
+    Hyperparameters the method does not use are not compared: they change nothing
+    (and an older version recorded values for them).
+    """
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
         return
     saved = Config.from_json_dict(checkpointing.load_json(path)).to_json_dict()
-    changed = sorted(k for k, v in config.to_json_dict().items() if saved.get(k) != v)
+    unused = set(hyperparameters.HYPERPARAMETERS) - set(
+        methods.get(config.method).default_settings()
+    )
+    changed = sorted(
+        k for k, v in config.to_json_dict().items() if k not in unused and saved.get(k) != v
+    )
     if changed:
         raise ValueError(
             f"{run_dir} holds a run with another configuration (it differs in "

@@ -351,3 +351,15 @@ def test_a_run_directory_of_another_config_is_refused_before_anything_runs(tmp_p
     ):
         train.run(changed)
     assert sorted(p.name for p in (tmp_path / "unit").iterdir()) == ["config.json"]
+    # A hyperparameter OKDPH does not use is no difference, however it was recorded
+    # (older versions wrote a value for every one); one it uses is.
+    run_dir = str(tmp_path / "unit")
+    (tmp_path / "unit" / "config.json").write_text(
+        json.dumps(dataclasses.replace(config, sam_rho=0.05, swa_start=0.5).to_json_dict())
+    )
+    train._check_run_dir(run_dir, config)  # no error
+    (tmp_path / "unit" / "config.json").write_text(
+        json.dumps(dataclasses.replace(config, fusion_gamma=0.25, sam_rho=0.05).to_json_dict())
+    )
+    with pytest.raises(ValueError, match=r"it differs in \['fusion_gamma'\]\)"):
+        train._check_run_dir(run_dir, config)
