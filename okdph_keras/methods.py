@@ -157,6 +157,14 @@ class Method:
         del config
         return optimizer
 
+    def trained_students(self, students):
+        """The students whose variables the optimizer updates (all; a teacher is not)."""
+        return students
+
+    def after_step(self, model, step):
+        """What follows each optimizer step `step` (0-based) in `train_step`; nothing."""
+        del model, step
+
     def finish_training(self, model):
         """What `fit()` does to the weights when training ends, before the callbacks' end."""
         del model

@@ -213,12 +213,14 @@ class OKDPH(NetworkMetrics, keras.Model):
         step_count = tf.convert_to_tensor(self.optimizer.iterations)
         coefficients = self.next_coefficients()
         penalty = dict(weight_decay=self.weight_decay, scale_loss=self.optimizer.scale_loss)
+        trained = self._method.trained_students(self.students)
 
         def train_on_examples(batch, weight):
             gradients, outputs = step.compute_gradients(
                 self.students,
                 *batch,
                 coefficients,
+                trained=trained,
                 sharpness=dict(rho=self.sam_rho, adaptive=self.sam_adaptive)
                 if self.sam_rho
                 else None,
@@ -233,11 +235,12 @@ class OKDPH(NetworkMetrics, keras.Model):
         gradients = distribute.when_not_empty(
             (views, labels),
             train_on_examples,
-            lambda: step.penalty_gradients(self.students, **penalty),
+            lambda: step.penalty_gradients(trained, **penalty),
             synchronized=self._synchronized,
         )
-        variables = [v for s in self.students for v in s.trainable_variables]
+        variables = [v for s in trained for v in s.trainable_variables]
         self.optimizer.apply_gradients(zip(gradients, variables))
+        self._method.after_step(self, step_count)
         if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
             # It skips the update of a non-finite step without counting it; the
             # step count (learning-rate schedule, fusion, Dirichlet seeds) counts

@@ -95,6 +95,7 @@ def compute_gradients(
     labels,
     coefficients,
     *,
+    trained=None,
     weight_decay=0.0,
     scale_loss=None,
     sharpness=None,
@@ -105,6 +106,8 @@ def compute_gradients(
 
     Args:
         students, views, labels, coefficients: as in `forward`.
+        trained: the students whose variables get gradients (and weight decay);
+            all of them when None (`methods.Method.trained_students`).
         weight_decay: coupled L2 coefficient (torch `SGD(weight_decay=...)`).
         scale_loss: optional callable applied to the differentiated loss, such
             as `optimizer.scale_loss` for mixed-precision loss scaling.
@@ -127,7 +130,8 @@ def compute_gradients(
         number of replicas in sync, because the optimizer sums gradients over
         replicas.
     """
-    variables = [v for s in students for v in s.trainable_variables]
+    trained = students if trained is None else trained
+    variables = [v for s in trained for v in s.trainable_variables]
 
     def differentiated_loss():
         outputs = forward(students, views, labels, coefficients, training=True, **loss_options)
@@ -140,7 +144,7 @@ def compute_gradients(
         ]
         gradients, _, outputs = sam.sharpness_aware_gradients(
             differentiated_loss,
-            [s.trainable_variables for s in students],
+            [s.trainable_variables for s in trained],
             frozen_variables=state,
             **sharpness,
         )
