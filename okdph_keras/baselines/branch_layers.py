@@ -8,13 +8,9 @@ Their loss terms are in `branch_losses`.
 
 import keras
 
+from okdph_keras.baselines.branch_losses import OKDDIP_PEERS
 from okdph_keras.models.layers import batch_norm
 from okdph_keras.validation import check_integer, fail
-
-_OKDDIP_PEERS = (
-    "an integer >= 2 (OKDDip needs at least two peers plus the leader; with one peer "
-    "its attention is the constant 1 and the method degenerates)"
-)
 
 
 @keras.saving.register_keras_serializable(package="okdph_keras")
@@ -81,7 +77,7 @@ class OkddipAttention(keras.layers.Layer):
 
     def build(self, input_shape):
         if len(input_shape) < 2:
-            fail("the number of peers", len(input_shape), _OKDDIP_PEERS)
+            fail("the number of peers", len(input_shape), f"an integer >= 2 ({OKDDIP_PEERS})")
         features = input_shape[0][-1]
         if features < self.factor:
             fail("the peers' feature width", features, f">= factor={self.factor}")
@@ -105,8 +101,8 @@ class FusionModule(keras.layers.Layer):
 
     Concatenation (m F channels) -> depthwise 3x3 conv without bias -> BatchNorm ->
     ReLU -> 1x1 conv to F channels without bias -> BatchNorm -> ReLU -> global
-    average pooling -> Dense(C). For m = 2, F = 64 it has 9,728 weights plus the
-    classifier's 64 C + C.
+    average pooling -> Dense(C). For m = 2, F = 64 it has 9,728 trainable weights
+    plus the classifier's 64 C + C.
 
     Args:
         num_classes: C, an integer >= 1.

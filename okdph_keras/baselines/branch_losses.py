@@ -23,12 +23,17 @@ import tensorflow as tf
 from okdph_keras.losses import cross_entropy, distillation_loss, full_precision
 from okdph_keras.validation import check_integer, check_number, fail, is_number
 
+OKDDIP_PEERS = (
+    "OKDDip needs at least two peers plus the leader; with one peer its attention is "
+    "the constant 1 and the method degenerates"
+)
+
 
 def rampup(epoch, length):
     """The ramp-up `r(e; L) = exp(-5 (1 - min(e, L) / L)^2)`, 1 when `L = 0`.
 
-    `L = 0` means no ramp-up (the limit of `r(e; L)` as `L -> 0` for any `e > 0`);
-    epochs below 0 count as 0.
+    `L = 0` means no ramp-up: `r = 1` at every epoch (the limit of `r(e; L)` as
+    `L -> 0` for every `e > 0`). Epochs below 0 count as 0.
 
     Args:
         epoch: the 0-based epoch `e`, a number or a tensor.
@@ -38,8 +43,8 @@ def rampup(epoch, length):
         A float32 scalar tensor: 0.0067 at `e = 0`, 0.2865 at `L / 2`, 1 from `L` on.
 
     Example:
-        >>> float(rampup(40, 80))
-        0.2865047968601901
+        >>> round(float(rampup(40, 80)), 4)
+        0.2865
     """
     length = check_number("length", length, low=0)
     if is_number(epoch):
@@ -79,8 +84,9 @@ def ema_update(target_variables, source_variables, step, max_decay):
 
     The temporal mean of PCL (`max_decay` 0.999) and Mean Teacher (0.99). Only the
     given variables are averaged: pass the trainable ones to keep the target's own
-    BatchNorm statistics. `s = 0` copies the source (`a = 0`); Mean Teacher's code
-    passes the number of optimizer steps taken, this one included.
+    BatchNorm statistics. `s = 0` copies the source (`a = 0`). With
+    `optimizer.iterations` read after `apply_gradients`, `s` counts the steps
+    taken, this one included, and the first update has `a = 1/2`.
 
     Args:
         target_variables: the variables updated, e.g. the mean model's.
@@ -130,7 +136,7 @@ def one_terms(branch_logits, gate_weights, labels, *, temperature, weight):
     Example:
         >>> terms = one_terms(logits, gate(shared), y, temperature=3.0, weight=r)
     """
-    logits = _branches(branch_logits, minimum=2, method="ONE")
+    logits = _branches(branch_logits, minimum=2)
     gates = full_precision(gate_weights)
     teacher = tf.einsum("bm,mbc->bc", tf.cast(gates, logits[0].dtype), tf.stack(logits))
     kd = _distil([tf.stop_gradient(teacher)] * len(logits), logits, temperature)
@@ -158,7 +164,7 @@ def cl_ilr_terms(branch_logits, labels, *, temperature, weight):
     Example:
         >>> terms = cl_ilr_terms(logits, y, temperature=3.0, weight=r)
     """
-    logits = _branches(branch_logits, minimum=2, method="CL-ILR")
+    logits = _branches(branch_logits, minimum=2)
     targets = [
         _mean([tf.stop_gradient(y) for j, y in enumerate(logits) if j != i])
         for i in range(len(logits))
@@ -190,7 +196,7 @@ def okddip_terms(branch_logits, attention, labels, *, temperature, weight):
     Example:
         >>> terms = okddip_terms(logits, attend(features[:-1]), y, temperature=3.0, weight=r)
     """
-    logits = _branches(branch_logits, minimum=3, method="OKDDip")
+    logits = _branches(branch_logits, minimum=3, reason=OKDDIP_PEERS)
     peers = tf.stack(logits[:-1], axis=1)
     targets = tf.einsum("bij,bjc->bic", tf.cast(full_precision(attention), peers.dtype), peers)
     targets = tf.unstack(targets, axis=1) + [tf.reduce_mean(peers, axis=1)]
@@ -218,7 +224,7 @@ def ffl_terms(branch_logits, fused_logits, labels, *, temperature, weight):
     Example:
         >>> terms = ffl_terms(logits, fusion(maps), y, temperature=3.0, weight=r)
     """
-    logits = _branches(branch_logits, minimum=2, method="FFL")
+    logits = _branches(branch_logits, minimum=2)
     fused = full_precision(fused_logits)
     kd = _distil([tf.stop_gradient(fused)] * len(logits), logits, temperature)
     [fused_kd] = _distil([tf.stop_gradient(_mean(logits))], [fused], temperature)
@@ -250,7 +256,7 @@ def pcl_terms(branch_logits, ensemble_logits, labels, *, mean_logits, temperatur
         >>> terms = pcl_terms(logits, en_logits, y, mean_logits=mean_model_logits,
         ...                   temperature=3.0, weight=rampup(epoch, 80))
     """
-    logits = _branches(branch_logits, minimum=2, method="PCL")
+    logits = _branches(branch_logits, minimum=2)
     mean = [tf.stop_gradient(z) for z in _tensors("mean_logits", mean_logits)]
     if len(mean) != len(logits):
         fail("len(mean_logits)", len(mean), f"{len(logits)}, as len(branch_logits)")
@@ -297,16 +303,10 @@ def _tensors(name, values):
     return [full_precision(z) for z in values]
 
 
-def _branches(branch_logits, *, minimum, method):
+def _branches(branch_logits, *, minimum, reason="distillation between branches needs two"):
     """The branch logits as a list of full-precision tensors, at least `minimum` of them."""
     logits = _tensors("branch_logits", branch_logits)
     if len(logits) < minimum:
-        reason = f"{method} needs at least {minimum} branches"
-        if method == "OKDDip":
-            reason = (
-                "OKDDip needs at least two peers plus the leader; with one peer its "
-                "attention is the constant 1 and the method degenerates"
-            )
         fail("len(branch_logits)", len(logits), f"an integer >= {minimum} ({reason})")
     return logits
 
