@@ -171,6 +171,14 @@ def test_baselines_default_to_the_reference_codes_settings():
     assert float(schedule(217 * 391)) == pytest.approx(0.001)
     for name in ("okdph", "dml", "kdcl", "sam"):  # label smoothing is SAM's alone
         assert config(name).label_smoothing == (0.1 if name == "sam" else None)
+    with pytest.raises(
+        ValueError, match=r"label_smoothing=1.0 is not allowed; it must be a number in \[0, 1\)"
+    ):
+        config("sam", label_smoothing=1.0)
+    with pytest.raises(
+        ValueError, match=r"swa_lr=0.0 is not allowed; it must be a finite number > 0"
+    ):
+        config("swa", swa_lr=0.0)
 
 
 FIXED_LOGITS = [
