@@ -135,13 +135,9 @@ class Method:
         return [student(view, training=training) for student, view in zip(students, views)], None
 
     def cross_entropy(self, labels, logits, settings):
-        """A student's cross-entropy `CE(z_m)`, the mean over the batch.
+        """A student's `CE(z_m)` (mean over the batch) from integer labels `[B]` and its logits.
 
-        Args:
-            labels: integer labels `[B]`.
-            logits: the student's logits `[B, num_classes]`.
-            settings: the run's hyperparameters (`settings`), for a method whose
-                cross-entropy has some (label smoothing, say).
+        `settings`: the run's hyperparameters (`settings`), for a CE that has some.
         """
         del settings
         return losses.cross_entropy(labels, logits)
@@ -167,14 +163,10 @@ class Method:
         return []
 
     def learning_rate_schedule(self, config, steps_per_epoch):
-        """The SGD learning rate of a run: x `lr_decay` at each of `config.lr_decay_epochs`.
+        """The run's SGD learning rate, a `keras.optimizers.schedules.LearningRateSchedule`.
 
-        Args:
-            config: the run's resolved `Config`.
-            steps_per_epoch: optimizer steps per epoch.
-
-        Returns:
-            A `keras.optimizers.schedules.LearningRateSchedule` of the step.
+        By default x `lr_decay` at each of `config.lr_decay_epochs` (fractions of
+        the epochs; `config` is the run's resolved `Config`).
         """
         boundaries = [
             int(round(f * config.epochs)) * steps_per_epoch for f in config.lr_decay_epochs
@@ -317,12 +309,7 @@ class SharpnessAware(Method):
     (2.0, to be checked against their paper); set `sam_rho` for it.
     """
 
-    defaults = {
-        **Method.defaults,
-        "sam_rho": 0.05,
-        "sam_adaptive": True,
-        "label_smoothing": 0.1,
-    }
+    defaults = {**Method.defaults, "sam_rho": 0.05, "sam_adaptive": True, "label_smoothing": 0.1}
 
     def cross_entropy(self, labels, logits, settings):
         return losses.smoothed_cross_entropy(labels, logits, settings["label_smoothing"])
@@ -346,12 +333,8 @@ class WeightAveraging(Method):
     defaults = {**Method.defaults, "swa_start": 0.8, "swa_lr": 0.001}
 
     def callbacks(self, config, *, run_dir, bn_data, chief):
-        state_path = os.path.join(run_dir, "swa_state.npz") if chief else None
-        return [
-            baselines.SWA(
-                start_epoch=self._start_epoch(config), bn_data=bn_data, state_path=state_path
-            )
-        ]
+        start, state_path = self._start_epoch(config), os.path.join(run_dir, "swa_state.npz")
+        return [baselines.SWA(start, bn_data=bn_data, state_path=state_path if chief else None)]
 
     def learning_rate_schedule(self, config, steps_per_epoch):
         return SWALearningRate(
