@@ -39,7 +39,7 @@ class Config:
         >>> config = Config("cifar10", "resnet32", ("hflip", "cutout", "none"), "cifar", 32,
         ...                 ((0.49, 0.48, 0.45), (0.25, 0.24, 0.26)), method="dml")
         >>> config.beta, config.resolved().beta
-        (None, 0.8)
+        (None, 1.0)
     """
 
     dataset: str = _field(
@@ -78,7 +78,9 @@ class Config:
     fusion_unit: str = _hyperparameter("fusion_unit")
     sam_rho: float = _hyperparameter("sam_rho")
     sam_adaptive: bool = _hyperparameter("sam_adaptive")
+    label_smoothing: float = _hyperparameter("label_smoothing")
     swa_start: float = _hyperparameter("swa_start")
+    swa_lr: float = _hyperparameter("swa_lr")
     ema_momentum: float = _hyperparameter("ema_momentum")
     sync_bn: bool = _field("Synchronise BatchNorm statistics across replicas and workers.", False)
     noise_mean: float = _field("Mean of Gaussian input noise after normalisation.", 0.0)

@@ -73,10 +73,20 @@ HYPERPARAMETERS = {
     ),
     "sam_rho": Hyperparameter(float, "SAM's radius.", _number(low=0.0, low_open=True)),
     "sam_adaptive": Hyperparameter(bool, "ASAM instead of SAM.", validation.check_bool),
+    "label_smoothing": Hyperparameter(
+        float,
+        "Label smoothing of the students' CE: 1 - eps on the label, eps/(C-1) on each other class.",
+        _number(low=0.0, high=1.0, high_open=True),
+    ),
     "swa_start": Hyperparameter(
         float,
         "Fraction of the epochs after which SWA averages (every epoch end from there on).",
         _number(low=0.0, high=1.0, high_open=True),
+    ),
+    "swa_lr": Hyperparameter(
+        float,
+        "SWA's learning rate: the schedule decays --learning_rate to it before --swa_start.",
+        _number(low=0.0, low_open=True),
     ),
     "ema_momentum": Hyperparameter(
         float, "Momentum of the weight EMA.", _number(low=0.0, high=1.0, high_open=True)

@@ -1,4 +1,4 @@
-"""Cross-entropy and temperature-scaled distillation, with replica-aware scaling.
+"""Cross-entropy (plain or label-smoothed) and temperature-scaled distillation, with replica-aware scaling.
 
 Every loss here is the mean over the examples a replica sees. Under a
 `tf.distribute` strategy the optimizer sums gradients over replicas, so the value
@@ -31,6 +31,36 @@ def cross_entropy(labels, logits):
     per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=tf.cast(labels, tf.int32), logits=logits
     )
+    return tf.reduce_mean(per_example)
+
+
+def smoothed_cross_entropy(labels, logits, smoothing):
+    """Mean cross-entropy to smoothed targets: 1 - smoothing on the label, the rest shared.
+
+    The target puts `1 - smoothing` on the true class and `smoothing / (C - 1)`
+    on each of the other C - 1 classes (the SAM/ASAM reference code's
+    convention; Keras' `label_smoothing` spreads `smoothing / C` over every
+    class instead). At `smoothing = 0` it is `cross_entropy`. The reference
+    computes `KL(target || softmax(logits))`, which differs from this by the
+    target's entropy, a constant: the gradients are the same.
+
+    Args:
+        labels: integer class indices, shape `[B]`.
+        logits: shape `[B, num_classes]`, num_classes >= 2.
+        smoothing: in [0, 1).
+
+    Returns:
+        A scalar: the mean over the batch, in at least float32.
+
+    Example:
+        >>> round(float(smoothed_cross_entropy([0], tf.zeros([1, 4]), 0.1)), 4)  # log 4
+        1.3863
+    """
+    log_probs = tf.nn.log_softmax(full_precision(logits), axis=-1)
+    num_classes = log_probs.shape[-1]
+    true_class = tf.gather(log_probs, tf.cast(labels, tf.int32), axis=-1, batch_dims=1)
+    other_classes = tf.reduce_sum(log_probs, axis=-1) - true_class
+    per_example = -(1.0 - smoothing) * true_class - smoothing / (num_classes - 1) * other_classes
     return tf.reduce_mean(per_example)
 
 

@@ -17,9 +17,11 @@ Example:
 
 import os
 
+import keras
 import tensorflow as tf
 
 from okdph_keras import baselines, hwm, hyperparameters, losses, validation
+from okdph_keras.baselines.swa import SWALearningRate
 from okdph_keras.callbacks import Fusion
 
 _REGISTRY = {}
@@ -132,6 +134,14 @@ class Method:
             )
         return [student(view, training=training) for student, view in zip(students, views)], None
 
+    def cross_entropy(self, labels, logits, settings):
+        """A student's `CE(z_m)` (mean over the batch) from integer labels `[B]` and its logits.
+
+        `settings`: the run's hyperparameters (`settings`), for a CE that has some.
+        """
+        del settings
+        return losses.cross_entropy(labels, logits)
+
     def distillation_terms(self, student_logits, hwm_logits, temperature):
         """Student m's distillation term, for each m."""
         del hwm_logits, temperature
@@ -151,6 +161,18 @@ class Method:
         """The callbacks a run of this method trains with."""
         del config, run_dir, bn_data, chief
         return []
+
+    def learning_rate_schedule(self, config, steps_per_epoch):
+        """The run's SGD learning rate, a `keras.optimizers.schedules.LearningRateSchedule`.
+
+        By default x `lr_decay` at each of `config.lr_decay_epochs` (fractions of
+        the epochs; `config` is the run's resolved `Config`).
+        """
+        boundaries = [
+            int(round(f * config.epochs)) * steps_per_epoch for f in config.lr_decay_epochs
+        ]
+        values = [config.learning_rate * config.lr_decay**k for k in range(len(boundaries) + 1)]
+        return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
     def wrap_optimizer(self, optimizer, config):
         """The optimizer a run trains with, built from plain SGD."""
@@ -237,9 +259,13 @@ class HybridDistillation(Method):
 
 
 class MutualLearning(Method):
-    """DML: `L_m = CE(z_m) + beta * mean_{k != m} tau^2*KL(p_k || p_m)`, peers without gradient."""
+    """DML: `L_m = CE(z_m) + beta * mean_{k != m} tau^2*KL(p_k || p_m)`, peers without gradient.
 
-    defaults = {**Method.defaults, "beta": 0.8, "temperature": 4.0}
+    Defaults: the reference code's (BASELINES.md 2.1, 01_DML.py; the DML paper's
+    loss): weight 1, T = 1, where tau^2 = 1.
+    """
+
+    defaults = {**Method.defaults, "beta": 1.0, "temperature": 1.0}
 
     def distillation_terms(self, student_logits, hwm_logits, temperature):
         logits = [losses.full_precision(z) for z in student_logits]
@@ -260,34 +286,76 @@ class MutualLearning(Method):
         return tf.add_n(student_ce) + beta * tf.add_n(kd)
 
 
-class CollaborativeLearning(MutualLearning):
-    """KDCL: `L_m = CE(z_m) + beta*tau^2*KL(p_s || p_m)`, `z_s` the students' mean logits, no gradient."""
+class CollaborativeLearning(Method):
+    """KDCL: `L_m = omega*CE(z_m) + beta*tau^2*KL(p_s || p_m)`, `z_s` the students' mean logits.
+
+    The teacher `z_s` carries no gradient. For KDCL `omega` weighs the student's
+    own CE (there is no HWM) and `beta` the distillation term. Defaults: the
+    reference code's (BASELINES.md 2.3, 03_KDCL.py): `(1 - alpha) CE + alpha T^2 KL`
+    with alpha = 0.5 and T = 4, so omega = beta = 0.5 and temperature = 4.
+    """
+
+    defaults = {**Method.defaults, "omega": 0.5, "beta": 0.5, "temperature": 4.0}
 
     def distillation_terms(self, student_logits, hwm_logits, temperature):
         logits = [losses.full_precision(z) for z in student_logits]
         teacher = _mean_teacher(logits)
         return [losses.distillation_loss(teacher, z, temperature) for z in logits]
 
+    def total_loss(self, *, student_ce, hwm_ce, kd, omega, beta):
+        return omega * tf.add_n(student_ce) + beta * tf.add_n(kd)
+
 
 class SharpnessAware(Method):
-    """Independent students trained with SAM (or ASAM) gradients of radius `config.sam_rho`."""
+    """Students trained alone with SAM (or ASAM) gradients, on label-smoothed cross-entropy.
 
-    defaults = {**Method.defaults, "sam_rho": 0.05, "sam_adaptive": False}
+    `L_m = CE_eps(z_m)`, the CE to targets `1 - eps` on the label and `eps/(C-1)`
+    on each other class (`losses.smoothed_cross_entropy`, eps = `label_smoothing`),
+    the gradients taken at the sharpness-aware point of radius `sam_rho`.
+    Defaults: the reference code's (BASELINES.md 2.9, 13_SAM.py): ASAM with
+    rho = 0.05 and label smoothing 0.1. The ASAM authors' own radius is larger
+    (2.0, to be checked against their paper); set `sam_rho` for it.
+    """
+
+    defaults = {**Method.defaults, "sam_rho": 0.05, "sam_adaptive": True, "label_smoothing": 0.1}
+
+    def cross_entropy(self, labels, logits, settings):
+        return losses.smoothed_cross_entropy(labels, logits, settings["label_smoothing"])
 
     def sharpness(self, config):
         return {"rho": config.sam_rho, "adaptive": config.sam_adaptive}
 
 
 class WeightAveraging(Method):
-    """Independent students, stochastic weight averaging from `config.swa_start` of the epochs."""
+    """Students trained alone, their weights averaged every epoch from `swa_start` of the epochs.
+
+    The learning rate follows the SWA authors' schedule (`baselines.swa.SWALearningRate`):
+    `learning_rate`, decaying linearly to `swa_lr` and constant there before the
+    averaging starts. Defaults: the reference code's (BASELINES.md 2.8, 12_SWA.py):
+    averaging after epochs 240..299 of 300 (`swa_start` 0.8) and `swa_lr` 0.001.
+    The SWA paper's own settings (to be checked against it) average from epoch 161
+    of 300 at `swa_lr` 0.01 to 0.05: `swa_start=0.5333`, `swa_lr=0.05`, say.
+    """
 
     averages_weights = True
-    defaults = {**Method.defaults, "swa_start": 0.75}
+    defaults = {**Method.defaults, "swa_start": 0.8, "swa_lr": 0.001}
 
     def callbacks(self, config, *, run_dir, bn_data, chief):
-        start = min(config.epochs - 1, int(round(config.swa_start * config.epochs)))
-        state_path = os.path.join(run_dir, "swa_state.npz") if chief else None
-        return [baselines.SWA(start_epoch=start, bn_data=bn_data, state_path=state_path)]
+        start, state_path = self._start_epoch(config), os.path.join(run_dir, "swa_state.npz")
+        return [baselines.SWA(start, bn_data=bn_data, state_path=state_path if chief else None)]
+
+    def learning_rate_schedule(self, config, steps_per_epoch):
+        return SWALearningRate(
+            config.learning_rate,
+            config.swa_lr,
+            start_epoch=self._start_epoch(config),
+            steps_per_epoch=steps_per_epoch,
+        )
+
+    @staticmethod
+    def _start_epoch(config):
+        """The first epoch averaged (0-based): `swa_start` of the epochs, the last at most."""
+        return min(config.epochs - 1, int(round(config.swa_start * config.epochs)))
 
 
 class WeightEMA(Method):
@@ -312,7 +380,7 @@ for _method in (
     Method("independent"),
     MutualLearning("dml"),
     CollaborativeLearning("kdcl"),
-    SharpnessAware("sam", objective_name="independent"),
+    SharpnessAware("sam"),
     WeightAveraging("swa", objective_name="independent"),
     WeightEMA("ema", objective_name="independent"),
     # The paper's OKDPH ablations: OKDPH with one `Config` field changed.

@@ -47,6 +47,7 @@ def forward(
     objective="okdph",
     training=True,
     hwm_state=None,
+    label_smoothing=None,
 ):
     """Runs the networks and computes every loss of `objective`.
 
@@ -73,6 +74,8 @@ def forward(
             statistics are updated; the HWM's never persist. Out of training
             the HWM is run (and reported) whatever the objective.
         hwm_state: the HWM's own integer state; see `network_logits`.
+        label_smoothing: for an objective whose students' CE is label-smoothed
+            (`sam`); None takes the objective's default.
 
     Returns:
         A `StepOutputs`.
@@ -82,7 +85,8 @@ def forward(
     student_logits, hwm_logits = method.network_logits(
         students, views, coefficients, training=training, **hwm_options
     )
-    student_ce = [losses.cross_entropy(labels, z) for z in student_logits]
+    settings = method.settings({"label_smoothing": label_smoothing})
+    student_ce = [method.cross_entropy(labels, z, settings) for z in student_logits]
     hwm_ce = None if hwm_logits is None else losses.cross_entropy(labels, hwm_logits)
     kd = method.distillation_terms(student_logits, hwm_logits, temperature)
     total = method.total_loss(student_ce=student_ce, hwm_ce=hwm_ce, kd=kd, omega=omega, beta=beta)
@@ -121,7 +125,7 @@ def compute_gradients(
             would otherwise reach the other replicas through the gradient of
             global BatchNorm statistics.
         **loss_options: `omega`, `beta`, `temperature`, `hwm_gradient`,
-            `objective`, `hwm_state`.
+            `objective`, `hwm_state`, `label_smoothing`.
 
     Returns:
         `(gradients, outputs)`: gradients for the students' trainable variables,

@@ -333,9 +333,12 @@ def build_model(config, train_source):
 
 
 def make_optimizer(config, steps_per_epoch):
-    """SGD with momentum; lr x `lr_decay` at each fraction of the epochs."""
-    boundaries = [int(round(f * config.epochs)) * steps_per_epoch for f in config.lr_decay_epochs]
-    values = [config.learning_rate * config.lr_decay**k for k in range(len(boundaries) + 1)]
-    schedule = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+    """SGD with momentum on the method's learning-rate schedule, wrapped by the method.
+
+    The schedule is `Method.learning_rate_schedule`: lr x `lr_decay` at each
+    fraction of the epochs, or the method's own (SWA's).
+    """
+    method = methods.get(config.method)
+    schedule = method.learning_rate_schedule(config, steps_per_epoch)
     optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum)
-    return methods.get(config.method).wrap_optimizer(optimizer, config)
+    return method.wrap_optimizer(optimizer, config)

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from helpers import IMAGE_SHAPE, NUM_CLASSES
 
-from okdph_keras import OKDPH
+from okdph_keras import OKDPH, step
 from okdph_keras.baselines import (
     SAM,
     SWA,
@@ -21,6 +21,7 @@ from okdph_keras.baselines import (
     recompute_batchnorm,
     sharpness_aware_gradients,
 )
+from okdph_keras.baselines.swa import SWALearningRate
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,6 +35,18 @@ def np_ce(x, y, w, b):
     loss = -np.mean(np.log(p[np.arange(len(y)), y]))
     dz = (p - np.eye(w.shape[1])[y]) / len(y)
     return loss, [x.T @ dz, dz.sum(axis=0)]
+
+
+def np_smoothed_ce(x, y, w, b, smoothing):
+    """CE of a linear model to targets 1 - eps on the label, eps/(C-1) elsewhere; gradients."""
+    z = x @ w + b
+    z = z - z.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    num_classes = w.shape[1]
+    q = np.full(z.shape, smoothing / (num_classes - 1))
+    q[np.arange(len(y)), y] = 1.0 - smoothing
+    dz = (np.exp(log_p) - q) / len(y)
+    return -np.mean(np.sum(q * log_p, axis=1)), [x.T @ dz, dz.sum(axis=0)]
 
 
 def np_mse(x, y, w, b):
@@ -118,6 +131,43 @@ def test_one_sam_step_matches_numpy(rng, adaptive, loss, np_loss):
         np.testing.assert_allclose(actual, wanted, rtol=1e-5, atol=1e-5)
     # The reported loss is the one at w, before the perturbation.
     assert logs["loss"] == pytest.approx(loss_and_grads(*params)[0], rel=1e-5)
+
+
+@pytest.mark.parametrize("smoothing", [None, 0.0, 0.3])
+def test_the_sam_method_takes_both_passes_on_the_label_smoothed_ce(rng, smoothing):
+    # SAM's default: ASAM, rho 0.05, label smoothing 0.1 (BASELINES.md 2.9). Each linear
+    # student gets its own ASAM gradient of its smoothed CE; None is the default 0.1.
+    x = rng.normal(size=(8, 4))
+    y = rng.integers(0, 3, size=8)
+    (first, params_a), (second, params_b) = linear(seed=1), linear(seed=2)
+    options = dict(omega=None, beta=None, temperature=None, objective="sam")
+    if smoothing is not None:
+        options["label_smoothing"] = smoothing
+    gradients, outputs = step.compute_gradients(
+        [first, second],
+        [x.astype("float32")] * 3,
+        y,
+        tf.constant([0.5, 0.5]),
+        sharpness=dict(rho=0.5, adaptive=True),
+        **options,
+    )
+    eps = 0.1 if smoothing is None else smoothing
+
+    def loss_and_grads(w, b):
+        return np_smoothed_ce(x, y, w, b, eps)
+
+    expected = np_sam_gradient(loss_and_grads, params_a, 0.5, adaptive=True)
+    expected += np_sam_gradient(loss_and_grads, params_b, 0.5, adaptive=True)
+    for got, want in zip(gradients, expected):
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        [float(c) for c in outputs.student_ce],
+        [loss_and_grads(*params_a)[0], loss_and_grads(*params_b)[0]],
+        rtol=1e-5,
+    )
+    plain = np_sam_gradient(lambda w, b: np_ce(x, y, w, b), params_a, 0.5, adaptive=True)
+    if eps:  # the smoothing changes the gradient measurably
+        assert max(np.abs(e - p).max() for e, p in zip(expected, plain)) > 1e-3
 
 
 def test_each_group_gets_its_own_norm_and_weights_are_restored_exactly(rng):
@@ -444,6 +494,51 @@ def test_swa_state_file_survives_a_resume(rng, tmp_path):
     )
     epochs = [first[0], first[1], second[1], second[2]]  # epochs 0, 1, 2, 3
     assert_weights(model, mean_per_variable(epochs))
+
+
+def test_swa_learning_rate_is_the_reference_schedule_at_300_epochs():
+    # BASELINES.md 2.8, t = e / 241: 0.1 for e <= 120, 0.1 (1 - 0.99 (t - 0.5) / 0.4)
+    # for e = 121..216, 0.001 from e = 217 (averaging from epoch 240 of 300).
+    schedule = SWALearningRate(0.1, 0.001, start_epoch=240, steps_per_epoch=391)
+
+    def reference(e):
+        t = e / 241
+        return 0.1 if e <= 120 else 0.1 * (1 - 0.99 * (t - 0.5) / 0.4) if e <= 216 else 0.001
+
+    for epoch in (0, 120, 121, 150, 216, 217, 299):
+        for step_in_epoch in (0, 390):
+            lr = float(schedule(epoch * 391 + step_in_epoch))
+            assert lr == pytest.approx(reference(epoch), rel=1e-6), (epoch, step_in_epoch)
+    assert float(schedule(121 * 391)) == pytest.approx(0.1 * (1 - 0.99 * (121 / 241 - 0.5) / 0.4))
+    assert float(schedule(121 * 391)) < 0.1 and float(schedule(216 * 391)) > 0.001
+
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
+    assert isinstance(restored, SWALearningRate)
+    assert (
+        restored.get_config()
+        == schedule.get_config()
+        == {
+            "initial_learning_rate": 0.1,
+            "swa_learning_rate": 0.001,
+            "start_epoch": 240,
+            "steps_per_epoch": 391,
+            "name": "SWALearningRate",
+        }
+    )
+    assert float(restored(150 * 391)) == float(schedule(150 * 391))
+
+
+def test_an_optimizer_on_the_swa_schedule_resumes_it_from_a_saved_model(tmp_path):
+    model, _ = linear()
+    schedule = SWALearningRate(0.1, 0.001, start_epoch=4, steps_per_epoch=2)
+    model.compile(keras.optimizers.SGD(schedule), loss="mse")
+    model.optimizer.iterations.assign(7)  # epoch 3: t = 3/5 = 0.6
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    saved = loaded.optimizer.get_config()["learning_rate"]
+    assert saved["registered_name"] == "okdph_keras>SWALearningRate"
+    expected = 0.1 * (1 - 0.99 * (0.6 - 0.5) / 0.4)
+    assert float(loaded.optimizer.learning_rate) == pytest.approx(expected, rel=1e-6)
 
 
 def test_swa_on_okdph_averages_every_student_and_recomputes_their_batchnorm(rng):

@@ -1,6 +1,6 @@
 import numpy as np
 import tensorflow as tf
-from helpers import np_cross_entropy, np_distillation
+from helpers import log_softmax, np_cross_entropy, np_distillation
 
 from okdph_keras import losses
 
@@ -16,6 +16,30 @@ def test_cross_entropy_matches_numpy(rng):
 def test_cross_entropy_of_half_precision_logits_is_float32(rng):
     logits = tf.constant(rng.normal(size=(3, 4)), tf.float16)
     assert losses.cross_entropy([0, 1, 2], logits).dtype == tf.float32
+
+
+def test_smoothed_cross_entropy_matches_numpy_and_is_plain_ce_without_smoothing(rng):
+    # SAM's reference targets (BASELINES.md 2.9): 1 - eps on the label, eps/(C-1) on each
+    # other class (not Keras' eps/C on every class).
+    logits = rng.normal(size=(6, 4)) * 3
+    labels = rng.integers(0, 4, size=6)
+    targets = np.full((6, 4), 0.1 / 3)
+    targets[np.arange(6), labels] = 0.9
+    expected = -np.mean(np.sum(targets * log_softmax(logits), axis=-1))
+    np.testing.assert_allclose(
+        losses.smoothed_cross_entropy(labels, logits, 0.1).numpy(), expected, rtol=1e-10
+    )
+    keras_convention = -np.mean(
+        np.sum((0.9 * np.eye(4)[labels] + 0.1 / 4) * log_softmax(logits), axis=-1)
+    )
+    assert abs(expected - keras_convention) > 1e-3
+    np.testing.assert_allclose(
+        losses.smoothed_cross_entropy(labels, logits, 0.0).numpy(),
+        losses.cross_entropy(labels, logits).numpy(),
+        rtol=1e-12,
+    )
+    half = tf.constant(logits, tf.float16)
+    assert losses.smoothed_cross_entropy(labels, half, 0.1).dtype == tf.float32
 
 
 def test_distillation_matches_numpy_batchmean_kl(rng):

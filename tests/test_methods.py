@@ -65,12 +65,12 @@ def test_each_run_method_brings_its_callbacks_optimizer_and_gradients(tmp_path):
     assert methods.get("dml").wrap_optimizer(sgd, config("dml")) is sgd
     assert methods.get("sam").sharpness(config("sam", sam_rho=0.2)) == {
         "rho": 0.2,
-        "adaptive": False,
+        "adaptive": True,
     }
     for name in ("okdph", "dml", "swa", "ema"):
         assert methods.get(name).sharpness(config(name)) is None
     model = train.build_model(config("sam", sam_rho=0.2), _Source())
-    assert model.objective == "independent" and model.sam_rho == 0.2
+    assert model.objective == "sam" and model.sam_rho == 0.2
     assert train.build_model(config("kdcl"), _Source()).objective == "kdcl"
 
 
@@ -99,10 +99,10 @@ def test_each_method_holds_its_defaults_and_unset_fields_take_them(tmp_path):
     assert (paper.omega, paper.beta, paper.fusion_gamma, paper.fusion_every) == (0.8, 0.8, 0.5, 1)
     assert paper.sam_rho is None and paper.swa_start is None  # not OKDPH's
     dml = config("dml", dataset="cifar100", model="resnet32")
-    assert (dml.beta, dml.temperature, dml.omega, dml.fusion_gamma) == (0.8, 4.0, None, None)
+    assert (dml.beta, dml.temperature, dml.omega, dml.fusion_gamma) == (1.0, 1.0, None, None)
     assert config("dml", beta=0.3, omega=0.6).beta == 0.3  # a value the user sets wins
-    assert (config("sam").sam_rho, config("sam").sam_adaptive) == (0.05, False)
-    assert config("swa").swa_start == 0.75 and config("ema").ema_momentum == 0.999
+    assert (config("sam").sam_rho, config("sam").sam_adaptive) == (0.05, True)
+    assert config("swa").swa_start == 0.8 and config("ema").ema_momentum == 0.999
     with pytest.raises(
         ValueError, match=r"omega=1.5 is not allowed; it must be a number in \[0, 1\]"
     ):
@@ -111,14 +111,14 @@ def test_each_method_holds_its_defaults_and_unset_fields_take_them(tmp_path):
     # compare resolves each method from the base's unset fields, not OKDPH's values.
     base = unresolved_config("okdph", dataset="cifar100", model="resnet32")
     dml_run = compare.method_config(base, "dml", 1, str(tmp_path))
-    assert (dml_run.beta, dml_run.omega) == (0.8, None)
+    assert (dml_run.beta, dml_run.omega) == (1.0, None)
     okdph_run = compare.method_config(base, "okdph", 1, str(tmp_path))
     assert (okdph_run.beta, okdph_run.omega) == (0.5, 1.0)
 
     # OKDPH's own arguments: None is the objective's default.
     assert (OKDPH(tiny_student).omega, OKDPH(tiny_student).temperature) == (0.8, 4.0)
     dml_model = OKDPH(tiny_student, objective="dml")
-    assert (dml_model.omega, dml_model.beta, dml_model.hybrid) == (None, 0.8, "mean")
+    assert (dml_model.omega, dml_model.beta, dml_model.hybrid) == (None, 1.0, "mean")
 
 
 def test_a_registered_method_trains_inside_okdph_with_its_own_losses(rng, batch):
@@ -148,3 +148,84 @@ def test_a_registered_method_trains_inside_okdph_with_its_own_losses(rng, batch)
     model.compile(optimizer=keras.optimizers.SGD(0.01))
     logs = model.fit([images] * 3, labels, batch_size=len(labels), epochs=1, verbose=0)
     assert np.isfinite(logs.history["hwm_ce"][0])
+
+
+def test_baselines_default_to_the_reference_codes_settings():
+    # The values of BASELINES.md, written out: 2.1 DML (weight 1, T = 1), 2.3 KDCL
+    # (alpha = 0.5: CE weight 0.5, KD weight 0.5, T = 4), 2.8 SWA (averaging after epochs
+    # 240..299 of 300, swa_lr 0.001), 2.9 SAM (ASAM, rho 0.05, label smoothing 0.1).
+    dml = config("dml")
+    assert (dml.beta, dml.temperature) == (1.0, 1.0)
+    kdcl = config("kdcl")
+    assert (kdcl.omega, kdcl.beta, kdcl.temperature) == (0.5, 0.5, 4.0)
+    sam = config("sam")
+    assert (sam.sam_rho, sam.sam_adaptive, sam.label_smoothing) == (0.05, True, 0.1)
+    swa = config("swa", epochs=300)
+    assert (swa.swa_start, swa.swa_lr) == (0.8, 0.001)
+    hooks = dict(run_dir="unused", bn_data=None, chief=False)
+    (callback,) = methods.get("swa").callbacks(swa, **hooks)
+    assert callback.start_epoch == 240
+    schedule = methods.get("swa").learning_rate_schedule(swa, 391)
+    assert isinstance(schedule, baselines.swa.SWALearningRate)
+    assert (schedule.start_epoch, schedule.swa_learning_rate) == (240, 0.001)
+    assert float(schedule(217 * 391)) == pytest.approx(0.001)
+    for name in ("okdph", "dml", "kdcl", "sam"):  # label smoothing is SAM's alone
+        assert config(name).label_smoothing == (0.1 if name == "sam" else None)
+    with pytest.raises(
+        ValueError, match=r"label_smoothing=1.0 is not allowed; it must be a number in \[0, 1\)"
+    ):
+        config("sam", label_smoothing=1.0)
+    with pytest.raises(
+        ValueError, match=r"swa_lr=0.0 is not allowed; it must be a finite number > 0"
+    ):
+        config("swa", swa_lr=0.0)
+
+
+FIXED_LOGITS = [
+    np.array([[2.0, -1.0, 0.5], [0.0, 1.0, -2.0]]),
+    np.array([[1.0, 0.0, -0.5], [-1.0, 2.0, 0.0]]),
+]
+FIXED_LABELS = np.array([0, 1])
+
+
+def np_kl(teacher, student, tau):
+    """tau^2 * batchmean KL(p^tau(teacher) || p^tau(student)), written out."""
+    p = np.exp(teacher / tau) / np.exp(teacher / tau).sum(axis=1, keepdims=True)
+    q = np.exp(student / tau) / np.exp(student / tau).sum(axis=1, keepdims=True)
+    return tau**2 * np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1))
+
+
+def method_total(name):
+    """A method's total on the fixed logits, at its default settings."""
+    method, settings = methods.get(name), config(name)
+    logits = [tf.constant(z, tf.float64) for z in FIXED_LOGITS]
+    ce = [method.cross_entropy(FIXED_LABELS, z, {}) for z in logits]
+    kd = method.distillation_terms(logits, None, settings.temperature)
+    total = method.total_loss(
+        student_ce=ce, hwm_ce=None, kd=kd, omega=settings.omega, beta=settings.beta
+    )
+    return float(total)
+
+
+def test_dml_total_at_its_defaults_matches_numpy():
+    # L_k = CE(z_k) + KL(softmax(z_l) || softmax(z_k)), l the other peer, T = 1.
+    z0, z1 = FIXED_LOGITS
+    ce = [np_cross_entropy(FIXED_LABELS, z) for z in FIXED_LOGITS]
+    expected = ce[0] + np_kl(z1, z0, 1.0) + ce[1] + np_kl(z0, z1, 1.0)
+    assert method_total("dml") == pytest.approx(expected, rel=1e-12)
+
+
+def test_kdcl_total_at_its_defaults_matches_numpy():
+    # L_k = 0.5 CE(z_k) + 0.5 * 4^2 KL(p^4(mean_k z_k) || p^4(z_k)).
+    teacher = np.mean(FIXED_LOGITS, axis=0)
+    expected = sum(
+        0.5 * np_cross_entropy(FIXED_LABELS, z) + 0.5 * np_kl(teacher, z, 4.0) for z in FIXED_LOGITS
+    )
+    assert method_total("kdcl") == pytest.approx(expected, rel=1e-12)
+
+
+def test_every_other_method_keeps_the_step_schedule():
+    schedule = methods.get("dml").learning_rate_schedule(config("dml", epochs=8), 10)
+    assert isinstance(schedule, keras.optimizers.schedules.PiecewiseConstantDecay)
+    lrs = [float(schedule(step)) for step in (0, 39, 41, 59, 61, 79)]
+    np.testing.assert_allclose(lrs, [0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-6)

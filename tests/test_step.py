@@ -208,8 +208,11 @@ def test_integer_state_is_never_interpolated(rng):
             np.testing.assert_array_equal(value.numpy(), variable.numpy())
 
 
-def np_baseline_losses(objective, logits, labels, beta, tau):
-    """numpy: per-student (CE, distillation term) and the total of a baseline objective."""
+def np_baseline_losses(objective, logits, labels, *, omega, beta, tau):
+    """numpy: per-student (CE, distillation term) and the total of a baseline objective.
+
+    KDCL weighs the CE by omega (`(1 - alpha) CE + alpha KD`); DML does not.
+    """
     ce = [np_cross_entropy(labels, z) for z in logits]
     if objective == "independent":
         kd = [0.0] * len(logits)
@@ -221,6 +224,8 @@ def np_baseline_losses(objective, logits, labels, beta, tau):
     else:  # kdcl: the students' mean logits
         teacher = np.mean(logits, axis=0)
         kd = [np_distillation(teacher, z, tau) for z in logits]
+    if objective == "kdcl":
+        return ce, kd, omega * sum(ce) + beta * sum(kd)
     return ce, kd, sum(ce) + (0.0 if objective == "independent" else beta * sum(kd))
 
 
@@ -241,7 +246,7 @@ def test_baseline_objectives_match_numpy_and_skip_the_hwm(objective, rng, batch)
         temperature=3.0,
     )
     logits = [s(v, training=True).numpy().astype("float64") for s, v in zip(students, views)]
-    ce, kd, total = np_baseline_losses(objective, logits, labels, beta=0.7, tau=3.0)
+    ce, kd, total = np_baseline_losses(objective, logits, labels, omega=0.3, beta=0.7, tau=3.0)
     assert outputs.hwm_logits is None and outputs.hwm_ce is None
     np.testing.assert_allclose([float(c) for c in outputs.student_ce], ce, rtol=1e-5)
     np.testing.assert_allclose([float(k) for k in outputs.kd], kd, rtol=1e-4, atol=1e-7)

@@ -168,7 +168,7 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path
         ("independent", "independent", 0.0),
         ("dml", "dml", 0.0),
         ("kdcl", "kdcl", 0.0),
-        ("sam", "independent", 0.05),
+        ("sam", "sam", 0.05),
         ("swa", "independent", 0.0),
         ("ema", "independent", 0.0),
     ],
@@ -177,7 +177,10 @@ def test_each_method_builds_its_model_optimizer_and_callbacks(tmp_path, method, 
     config = config_for(tmp_path, method=method, epochs=8, swa_start=0.75)
     model = train.build_model(config, from_arrays(np.zeros((2, 8, 8, 1), np.uint8), [0, 1]))
     assert model.objective == objective and model.sam_rho == sam_rho
-    assert train.make_optimizer(config, 10).use_ema == (method == "ema")
+    optimizer = train.make_optimizer(config, 10)
+    assert optimizer.use_ema == (method == "ema")
+    schedule = optimizer.get_config()["learning_rate"]["class_name"]
+    assert schedule == ("SWALearningRate" if method == "swa" else "PiecewiseConstantDecay")
     callbacks = train.method_callbacks(config, str(tmp_path), bn_data=tf.data.Dataset.range(1))
     names = [type(c).__name__ for c in callbacks]
     assert names == {"okdph": ["Fusion"], "swa": ["SWA"], "ema": ["EMABatchNorm"]}.get(method, [])

@@ -1,4 +1,4 @@
-"""Stochastic weight averaging (Izmailov et al. 2018) as a Keras callback."""
+"""Stochastic weight averaging (Izmailov et al. 2018): the averaging callback, the lr schedule."""
 
 import os
 import warnings
@@ -14,7 +14,7 @@ from okdph_keras.baselines.batchnorm import (
     check_steps,
     recompute_statistics,
 )
-from okdph_keras.validation import check_integer, fail
+from okdph_keras.validation import check_integer, check_number, fail
 
 
 @keras.saving.register_keras_serializable(package="okdph_keras")
@@ -176,3 +176,66 @@ def _check_matches(found, expected, what):
             f"{len(expected)} variables SWA averages in this model (shapes differ). "
             "Use a new SWA callback (and state_path) per model."
         )
+
+
+@keras.saving.register_keras_serializable(package="okdph_keras")
+class SWALearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """The SWA paper's learning rate: constant, a linear decay to `swa_learning_rate`, constant.
+
+    With epoch `e = step // steps_per_epoch` and `t = e / (start_epoch + 1)`:
+    `initial_learning_rate` for `t <= 0.5`, then linear down to
+    `swa_learning_rate` at `t = 0.9`, then `swa_learning_rate` (the authors'
+    `schedule` in their train.py, which the OKDPH reference code's 12_SWA.py
+    uses with `swa_start = start_epoch + 1`, 1-based). For 300 epochs averaged
+    from epoch 240 (0-based), `t = e / 241`: 0.1 for e <= 120, the decay for
+    e = 121..216 and 0.001 from e = 217 (BASELINES.md 2.8). A function of the
+    step alone, so a resumed run continues it exactly.
+
+    Args:
+        initial_learning_rate: the learning rate until `t = 0.5`, > 0.
+        swa_learning_rate: the learning rate from `t = 0.9` on, > 0.
+        start_epoch: the first epoch SWA averages, 0-based, >= 0.
+        steps_per_epoch: optimizer steps per epoch, >= 1.
+        name: the schedule's name.
+
+    Example:
+        >>> schedule = SWALearningRate(0.1, 0.001, start_epoch=240, steps_per_epoch=391)
+        >>> keras.optimizers.SGD(schedule, momentum=0.9)
+    """
+
+    def __init__(
+        self,
+        initial_learning_rate,
+        swa_learning_rate,
+        start_epoch,
+        steps_per_epoch,
+        name="SWALearningRate",
+    ):
+        super().__init__()
+        self.initial_learning_rate = check_number(
+            "initial_learning_rate", initial_learning_rate, low=0.0, low_open=True
+        )
+        self.swa_learning_rate = check_number(
+            "swa_learning_rate", swa_learning_rate, low=0.0, low_open=True
+        )
+        self.start_epoch = check_integer("start_epoch", start_epoch, low=0)
+        self.steps_per_epoch = check_integer("steps_per_epoch", steps_per_epoch, low=1)
+        self.name = name
+
+    def __call__(self, step):
+        epoch = tf.math.floordiv(tf.cast(step, tf.int64), self.steps_per_epoch)
+        t = tf.cast(epoch, tf.float64) / float(self.start_epoch + 1)
+        ratio = self.swa_learning_rate / self.initial_learning_rate
+        decay = 1.0 - (1.0 - ratio) * (t - 0.5) / 0.4
+        ones = tf.ones_like(t)
+        factor = tf.where(t <= 0.5, ones, tf.where(t <= 0.9, decay, ratio * ones))
+        return tf.cast(self.initial_learning_rate * factor, tf.float32)
+
+    def get_config(self):
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "swa_learning_rate": self.swa_learning_rate,
+            "start_epoch": self.start_epoch,
+            "steps_per_epoch": self.steps_per_epoch,
+            "name": self.name,
+        }
