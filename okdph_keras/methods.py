@@ -168,8 +168,10 @@ class Method:
         By default x `lr_decay` at each of `config.lr_decay_epochs` (fractions of
         the epochs; `config` is the run's resolved `Config`).
         """
+        # PiecewiseConstantDecay keeps a value up to its boundary inclusive: the last
+        # step of the epoch before each decay is the boundary.
         boundaries = [
-            int(round(f * config.epochs)) * steps_per_epoch for f in config.lr_decay_epochs
+            int(round(f * config.epochs)) * steps_per_epoch - 1 for f in config.lr_decay_epochs
         ]
         values = [config.learning_rate * config.lr_decay**k for k in range(len(boundaries) + 1)]
         return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)

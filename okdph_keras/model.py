@@ -12,7 +12,7 @@ from okdph_keras import students as students_lib
 from okdph_keras.network_metrics import NetworkMetrics
 
 # OKDPH's arguments that are method hyperparameters (`okdph_keras.hyperparameters`).
-HYPERPARAMETERS = ("omega", "beta", "temperature", "hybrid", "hwm_gradient")
+HYPERPARAMETERS = ("omega", "beta", "temperature", "hybrid", "hwm_gradient", "label_smoothing")
 
 
 @keras.saving.register_keras_serializable(package="okdph_keras")
@@ -50,7 +50,9 @@ class OKDPH(NetworkMetrics, keras.Model):
         hwm_gradient: True (the paper) lets the HWM's loss differentiate into
             every student through theta_h; False reproduces the reference code,
             where it gives the students no gradient.
-            Each of these five left None takes the objective's default
+        label_smoothing: of the students' cross-entropy, for an objective that
+            smooths it (`"sam"`: 0.1 by default).
+            Each of these six left None takes the objective's default
             (`okdph_keras.methods`; OKDPH's: 0.8, 0.8, 4, "mean", True); one the
             objective does not use stays None.
         weight_decay: coupled L2 on every trainable student variable, equal to
@@ -92,6 +94,7 @@ class OKDPH(NetworkMetrics, keras.Model):
         temperature=None,
         hybrid=None,
         hwm_gradient=None,
+        label_smoothing=None,
         weight_decay=0.0,
         identical_init=True,
         seed=None,
@@ -104,7 +107,8 @@ class OKDPH(NetworkMetrics, keras.Model):
         self._method = methods.get(objective, what="objective", trainable_by_model=True)
         self.objective = objective
         given = dict(omega=omega, beta=beta, temperature=temperature, hybrid=hybrid)
-        settings = self._method.settings({**given, "hwm_gradient": hwm_gradient})
+        given.update(hwm_gradient=hwm_gradient, label_smoothing=label_smoothing)
+        settings = self._method.settings(given)
         for name in HYPERPARAMETERS:  # None where the objective does not use it
             setattr(self, name, settings.get(name))
         check = validation.check_number

@@ -8,6 +8,7 @@ from helpers import np_cross_entropy, np_distillation, randomize, tiny_student
 
 from okdph_keras import OKDPH, baselines, callbacks, compare, losses, methods, step, train
 from okdph_keras.config import Config
+from okdph_keras.data import from_arrays
 
 
 def test_one_list_of_names_and_each_method_answers_for_itself():
@@ -224,8 +225,18 @@ def test_kdcl_total_at_its_defaults_matches_numpy():
     assert method_total("kdcl") == pytest.approx(expected, rel=1e-12)
 
 
+def test_a_set_label_smoothing_reaches_the_step():
+    train_source = from_arrays(np.zeros((2, 8, 8, 3), np.uint8), [0, 1])
+    default = train.build_model(config("sam"), train_source)
+    assert default.label_smoothing == 0.1 and default._loss_options()["label_smoothing"] == 0.1
+    model = train.build_model(config("sam", label_smoothing=0.3), train_source)
+    assert model.label_smoothing == 0.3 and model._loss_options()["label_smoothing"] == 0.3
+    assert OKDPH.from_config(model.get_config()).label_smoothing == 0.3
+
+
 def test_every_other_method_keeps_the_step_schedule():
     schedule = methods.get("dml").learning_rate_schedule(config("dml", epochs=8), 10)
     assert isinstance(schedule, keras.optimizers.schedules.PiecewiseConstantDecay)
-    lrs = [float(schedule(step)) for step in (0, 39, 41, 59, 61, 79)]
+    # Epochs 0-3 at 0.1, 4-5 at 0.01, 6-7 at 0.001: the first step of epoch 4 is step 40.
+    lrs = [float(schedule(step)) for step in (0, 39, 40, 59, 60, 79)]
     np.testing.assert_allclose(lrs, [0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-6)
