@@ -1,0 +1,106 @@
+"""Training methods: one object each, registered by name. The only module that knows names.
+
+A method says whether it trains the hybrid-weight model (HWM), how it turns the
+networks' logits into losses, which hyperparameters it uses and their defaults, which
+callbacks and optimizer wrapping a run needs, and whether its final weights are an
+average. `step.forward`, `OKDPH`, `Config`, `train.run`, `compare` and the recipes look
+methods up here (`get`, `names`) and ask the object.
+
+Example:
+    >>> get("dml").uses_hwm
+    False
+    >>> [name for name in names() if get(name).averages_weights]
+    ['swa', 'ema']
+    >>> get("okdph").settings({"omega": None}, dataset="cifar10", model="vgg16")["omega"]
+    0.3
+"""
+
+from okdph_keras import validation
+from okdph_keras.methods.base import Method
+from okdph_keras.methods.distillation import (
+    REFERENCE_SETTINGS,
+    CollaborativeLearning,
+    HybridDistillation,
+    MutualLearning,
+)
+from okdph_keras.methods.flat_minima import SharpnessAware, WeightAveraging, WeightEMA
+
+__all__ = [
+    "REFERENCE_SETTINGS",
+    "CollaborativeLearning",
+    "HybridDistillation",
+    "Method",
+    "MutualLearning",
+    "SharpnessAware",
+    "WeightAveraging",
+    "WeightEMA",
+    "get",
+    "names",
+    "register",
+    "run_names",
+]
+
+_REGISTRY = {}
+
+
+def register(method):
+    """Adds `method` (a `Method` instance) to the registry under `method.name`; returns it."""
+    if method.name in _REGISTRY:
+        raise ValueError(f"A method named {method.name!r} is already registered.")
+    _REGISTRY[method.name] = method
+    return method
+
+
+def names(*, trainable_by_model=False):
+    """The registered method names, in registration order.
+
+    Args:
+        trainable_by_model: only the methods `OKDPH(objective=...)` trains by
+            itself (no callback, optimizer wrapping or ablation overrides needed).
+    """
+    return tuple(
+        name
+        for name, method in _REGISTRY.items()
+        if not trainable_by_model or method.objective_name == name
+    )
+
+
+def get(name, *, what="method", trainable_by_model=False):
+    """The registered `Method` called `name`.
+
+    Raises:
+        ValueError: `<what>=<name> is not allowed; it must be one of (<the allowed names>)`.
+    """
+    return _REGISTRY[
+        validation.check_choice(what, name, names(trainable_by_model=trainable_by_model))
+    ]
+
+
+for _method in (
+    HybridDistillation("okdph"),
+    Method("independent"),
+    MutualLearning("dml"),
+    CollaborativeLearning("kdcl"),
+    SharpnessAware("sam"),
+    WeightAveraging("swa", objective_name="independent"),
+    WeightEMA("ema", objective_name="independent"),
+    # The paper's OKDPH ablations: OKDPH with one `Config` field changed.
+    HybridDistillation(
+        "okdph_no_hwm_loss", objective_name="okdph", config_overrides={"omega": 1.0}
+    ),
+    HybridDistillation(
+        "okdph_no_fusion", objective_name="okdph", config_overrides={"fusion_gamma": 0.0}
+    ),
+    HybridDistillation(
+        "okdph_dirichlet", objective_name="okdph", config_overrides={"hybrid": "dirichlet"}
+    ),
+    HybridDistillation(
+        "okdph_reference", objective_name="okdph", config_overrides={"hwm_gradient": False}
+    ),
+):
+    register(_method)
+
+
+def run_names():
+    """The names `Config.method` takes: every method that is not an ablation."""
+    return tuple(name for name in names() if not get(name).config_overrides)
