@@ -58,27 +58,35 @@ def bottleneck_block(x, filters, strides=1, *, width_multiplier=1, name):
     return _merge(shortcut, y, name)
 
 
-def residual_stages(x, block, stage_filters, blocks_per_stage, **block_kwargs):
-    """Stages of residual blocks; each stage after the first halves the size.
+def residual_stages(
+    x, block, stage_filters, blocks_per_stage, *, first_stage=1, prefix="", **block_kwargs
+):
+    """Stages of residual blocks; each stage after the first of the network halves the size.
 
     Args:
         x: input tensor `[B, H, W, C]`.
         block: `basic_block` or `bottleneck_block`.
         stage_filters: the blocks' `filters`, one per stage.
         blocks_per_stage: number of blocks, one per stage.
+        first_stage: the network's number of the first stage built here (1
+            for a whole network, 3 for a CIFAR ResNet's branch).
+        prefix: start of the layers' names.
         **block_kwargs: passed to every block (e.g. `width_multiplier`).
 
     Returns:
-        The output tensor. Block `j` of stage `i` (from 1) is named
-        `stage{i}_block{j}`; only the first block of stages 2, 3, ... strides (2).
+        The output tensor. Block `j` of stage `i` is named
+        `{prefix}stage{i}_block{j}`; only the first block of stages 2, 3, ...
+        strides (2).
 
     Example:
         >>> y = residual_stages(x, basic_block, (16, 32, 64), (5, 5, 5))
     """
-    for stage, (filters, num_blocks) in enumerate(zip(stage_filters, blocks_per_stage), start=1):
+    stages = enumerate(zip(stage_filters, blocks_per_stage), start=first_stage)
+    for stage, (filters, num_blocks) in stages:
         for index in range(1, num_blocks + 1):
             strides = 2 if stage > 1 and index == 1 else 1
-            x = block(x, filters, strides, name=f"stage{stage}_block{index}", **block_kwargs)
+            name = f"{prefix}stage{stage}_block{index}"
+            x = block(x, filters, strides, name=name, **block_kwargs)
     return x
 
 
