@@ -155,6 +155,7 @@ def test_resnet32_parts_match_the_reference_sizes():
     ("name", "num_classes", "branches", "per_branch_inputs"),
     [
         ("small_cnn", 10, 2, False),
+        ("small_cnn", 10, 3, True),
         ("resnet32", 10, 2, False),
         ("resnet32", 100, 3, False),
         ("resnet32", 10, 3, True),

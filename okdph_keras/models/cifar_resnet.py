@@ -2,8 +2,8 @@
 
 from okdph_keras.models.builders import documented_builder
 from okdph_keras.models.layers import conv_bn
-from okdph_keras.models.resnet_blocks import basic_block, bottleneck_block, residual_stages
-from okdph_keras.models.split import Split, pooled_branch, single_network
+from okdph_keras.models.resnet_blocks import basic_block, bottleneck_block, residual_split
+from okdph_keras.models.split import single_network
 
 CIFAR_INPUT_SHAPE = (32, 32, 3)
 CIFAR_STAGE_FILTERS = (16, 32, 64)
@@ -26,26 +26,14 @@ def cifar_resnet_split(block, blocks_per_stage, *, num_classes, **block_kwargs):
     Example:
         >>> split = cifar_resnet_split(basic_block, (3, 3, 3), num_classes=10)
     """
-
-    def trunk(images):
-        x = conv_bn(images, 16, 3, name="stem")
-        return residual_stages(
-            x, block, CIFAR_STAGE_FILTERS[:2], blocks_per_stage[:2], **block_kwargs
-        )
-
-    def branch(x, prefix):
-        x = residual_stages(
-            x,
-            block,
-            CIFAR_STAGE_FILTERS[2:],
-            blocks_per_stage[2:],
-            first_stage=3,
-            prefix=prefix,
-            **block_kwargs,
-        )
-        return pooled_branch(x, num_classes=num_classes, prefix=prefix)
-
-    return Split(trunk, branch)
+    return residual_split(
+        stem=_stem,
+        block=block,
+        stage_filters=CIFAR_STAGE_FILTERS,
+        blocks_per_stage=blocks_per_stage,
+        num_classes=num_classes,
+        **block_kwargs,
+    )
 
 
 def resnet32_split(num_classes=10):
@@ -75,3 +63,7 @@ def resnet110(num_classes=10, input_shape=CIFAR_INPUT_SHAPE, name="resnet110"):
     Trainable parameters: 1,147,738 (10 classes) / 1,170,868 (100 classes).
     """
     return single_network(resnet110_split(num_classes), input_shape=input_shape, name=name)
+
+
+def _stem(images):
+    return conv_bn(images, 16, 3, name="stem")

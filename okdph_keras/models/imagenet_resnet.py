@@ -4,8 +4,8 @@ import keras
 
 from okdph_keras.models.builders import documented_builder
 from okdph_keras.models.layers import conv_bn
-from okdph_keras.models.resnet_blocks import basic_block, bottleneck_block, residual_stages
-from okdph_keras.models.split import Split, pooled_branch, single_network
+from okdph_keras.models.resnet_blocks import basic_block, bottleneck_block, residual_split
+from okdph_keras.models.split import single_network
 
 IMAGENET_INPUT_SHAPE = (224, 224, 3)
 IMAGENET_STAGE_FILTERS = (64, 128, 256, 512)
@@ -28,26 +28,13 @@ def imagenet_resnet_split(block, blocks_per_stage, *, num_classes):
     Example:
         >>> split = imagenet_resnet_split(basic_block, (2, 2, 2, 2), num_classes=1000)
     """
-
-    def trunk(images):
-        x = conv_bn(images, 64, 7, strides=2, name="stem")
-        # Zero padding equals torch's -inf padding here: the inputs are post-ReLU.
-        x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
-        x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
-        return residual_stages(x, block, IMAGENET_STAGE_FILTERS[:3], blocks_per_stage[:3])
-
-    def branch(x, prefix):
-        x = residual_stages(
-            x,
-            block,
-            IMAGENET_STAGE_FILTERS[3:],
-            blocks_per_stage[3:],
-            first_stage=4,
-            prefix=prefix,
-        )
-        return pooled_branch(x, num_classes=num_classes, prefix=prefix)
-
-    return Split(trunk, branch)
+    return residual_split(
+        stem=_stem,
+        block=block,
+        stage_filters=IMAGENET_STAGE_FILTERS,
+        blocks_per_stage=blocks_per_stage,
+        num_classes=num_classes,
+    )
 
 
 def resnet18_split(num_classes=1000):
@@ -84,3 +71,10 @@ def resnet50(num_classes=1000, input_shape=IMAGENET_INPUT_SHAPE, name="resnet50"
     25,557,032 trainable parameters (1000 classes).
     """
     return single_network(resnet50_split(num_classes), input_shape=input_shape, name=name)
+
+
+def _stem(images):
+    x = conv_bn(images, 64, 7, strides=2, name="stem")
+    # Zero padding equals torch's -inf padding here: the inputs are post-ReLU.
+    x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
+    return keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)

@@ -8,6 +8,7 @@ projection shortcut whenever the block changes the shape.
 import keras
 
 from okdph_keras.models.layers import conv_bn
+from okdph_keras.models.split import Split, pooled_branch
 
 BOTTLENECK_EXPANSION = 4
 
@@ -88,6 +89,45 @@ def residual_stages(
             name = f"{prefix}stage{stage}_block{index}"
             x = block(x, filters, strides, name=name, **block_kwargs)
     return x
+
+
+def residual_split(*, stem, block, stage_filters, blocks_per_stage, num_classes, **block_kwargs):
+    """A ResNet as trunk (stem, stages but the last) and branch (last stage, pooling, dense).
+
+    Args:
+        stem: `stem(images)`: creates the stem's layers, returns its output.
+        block: `basic_block` or `bottleneck_block`.
+        stage_filters, blocks_per_stage: see `residual_stages`.
+        num_classes: number of output logits.
+        **block_kwargs: passed to every block (e.g. `width_multiplier`).
+
+    Returns:
+        A `Split`; a branch's last stage keeps the network's stage number.
+
+    Example:
+        >>> split = residual_split(
+        ...     stem=stem, block=basic_block, stage_filters=(16, 32, 64),
+        ...     blocks_per_stage=(5, 5, 5), num_classes=10,
+        ... )
+    """
+
+    def trunk(images):
+        x = stem(images)
+        return residual_stages(x, block, stage_filters[:-1], blocks_per_stage[:-1], **block_kwargs)
+
+    def branch(x, prefix):
+        x = residual_stages(
+            x,
+            block,
+            stage_filters[-1:],
+            blocks_per_stage[-1:],
+            first_stage=len(stage_filters),
+            prefix=prefix,
+            **block_kwargs,
+        )
+        return pooled_branch(x, num_classes=num_classes, prefix=prefix)
+
+    return Split(trunk, branch)
 
 
 def _shortcut(x, channels, strides, name):
