@@ -1,38 +1,49 @@
 """ResNets for 32x32 images (CIFAR): 3x3 stem, three stages of 16/32/64 planes."""
 
-import keras
-
 from okdph_keras.models.builders import documented_builder
-from okdph_keras.models.layers import conv_bn, pooled_classifier
-from okdph_keras.models.resnet_blocks import basic_block, bottleneck_block, residual_stages
+from okdph_keras.models.layers import conv_bn
+from okdph_keras.models.resnet_blocks import basic_block, bottleneck_block, residual_split
+from okdph_keras.models.split import single_network
 
 CIFAR_INPUT_SHAPE = (32, 32, 3)
+CIFAR_STAGE_FILTERS = (16, 32, 64)
 
 
-def cifar_resnet(block, blocks_per_stage, *, num_classes, input_shape, name, **block_kwargs):
-    """A CIFAR ResNet: 3x3 conv+BN+ReLU (16), three stages, average pool, dense.
+def cifar_resnet_split(block, blocks_per_stage, *, num_classes, **block_kwargs):
+    """A CIFAR ResNet as trunk (stem, stages 1-2) and branch (stage 3, pooling, dense).
 
     Args:
         block: `basic_block` or `bottleneck_block`.
         blocks_per_stage: blocks in each of the three stages (16, 32 and 64
             planes; stride 1, 2, 2).
         num_classes: number of output logits.
-        input_shape: `(H, W, C)` of the images.
-        name: the model's name.
         **block_kwargs: passed to every block (e.g. `width_multiplier`).
 
     Returns:
-        A built functional `keras.Model` mapping images to logits.
+        A `Split`: the trunk is the 3x3 conv+BN+ReLU (16) stem and stages 1-2;
+        a branch is stage 3, global average pooling and the dense logits.
 
     Example:
-        >>> model = cifar_resnet(
-        ...     basic_block, (3, 3, 3), num_classes=10, input_shape=(32, 32, 3), name="resnet20"
-        ... )
+        >>> split = cifar_resnet_split(basic_block, (3, 3, 3), num_classes=10)
     """
-    inputs = keras.Input(shape=input_shape)
-    x = conv_bn(inputs, 16, 3, name="stem")
-    x = residual_stages(x, block, (16, 32, 64), blocks_per_stage, **block_kwargs)
-    return pooled_classifier(inputs, x, num_classes=num_classes, name=name)
+    return residual_split(
+        stem=_stem,
+        block=block,
+        stage_filters=CIFAR_STAGE_FILTERS,
+        blocks_per_stage=blocks_per_stage,
+        num_classes=num_classes,
+        **block_kwargs,
+    )
+
+
+def resnet32_split(num_classes=10):
+    """ResNet-32 (see `resnet32`) as a `Split` (see `cifar_resnet_split`)."""
+    return cifar_resnet_split(basic_block, (5, 5, 5), num_classes=num_classes)
+
+
+def resnet110_split(num_classes=10):
+    """ResNet-110 (see `resnet110`) as a `Split` (see `cifar_resnet_split`)."""
+    return cifar_resnet_split(bottleneck_block, (12, 12, 12), num_classes=num_classes)
 
 
 @documented_builder
@@ -41,9 +52,7 @@ def resnet32(num_classes=10, input_shape=CIFAR_INPUT_SHAPE, name="resnet32"):
 
     Trainable parameters: 466,906 (10 classes) / 472,756 (100 classes).
     """
-    return cifar_resnet(
-        basic_block, (5, 5, 5), num_classes=num_classes, input_shape=input_shape, name=name
-    )
+    return single_network(resnet32_split(num_classes), input_shape=input_shape, name=name)
 
 
 @documented_builder
@@ -53,6 +62,8 @@ def resnet110(num_classes=10, input_shape=CIFAR_INPUT_SHAPE, name="resnet110"):
     Not the 1.7M-parameter basic-block ResNet-110 of He et al.
     Trainable parameters: 1,147,738 (10 classes) / 1,170,868 (100 classes).
     """
-    return cifar_resnet(
-        bottleneck_block, (12, 12, 12), num_classes=num_classes, input_shape=input_shape, name=name
-    )
+    return single_network(resnet110_split(num_classes), input_shape=input_shape, name=name)
+
+
+def _stem(images):
+    return conv_bn(images, 16, 3, name="stem")

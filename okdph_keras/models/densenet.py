@@ -3,7 +3,43 @@
 import keras
 
 from okdph_keras.models.builders import documented_builder
-from okdph_keras.models.layers import bn_relu, bn_relu_conv, conv, pooled_classifier
+from okdph_keras.models.layers import bn_relu, bn_relu_conv, conv
+from okdph_keras.models.split import Split, pooled_branch, single_network
+
+GROWTH_RATE = 12
+LAYERS_PER_BLOCK = 6
+COMPRESSION = 0.5
+BOTTLENECK_FACTOR = 4
+
+
+def densenet_40_12_split(num_classes=10):
+    """DenseNet-BC-40 (see `densenet_40_12`) as trunk (to transition 2) and branch (block 3 on).
+
+    Args:
+        num_classes: number of output logits.
+
+    Returns:
+        A `Split`: the trunk is the stem, dense blocks 1-2 and their
+        transitions (60 channels); a branch is dense block 3 (132 channels),
+        the final BN-ReLU, global average pooling and the dense logits.
+
+    Example:
+        >>> split = densenet_40_12_split(100)
+    """
+
+    def trunk(images):
+        x = conv(images, 2 * GROWTH_RATE, 3, name="stem_conv")
+        for block in (1, 2):
+            x = _dense_block(x, block, prefix="")
+            x = bn_relu_conv(x, int(x.shape[-1] * COMPRESSION), 1, name=f"transition{block}")
+            x = keras.layers.AveragePooling2D(2, name=f"transition{block}_pool")(x)
+        return x
+
+    def branch(x, prefix):
+        x = bn_relu(_dense_block(x, 3, prefix=prefix), name=f"{prefix}final")
+        return pooled_branch(x, num_classes=num_classes, prefix=prefix)
+
+    return Split(trunk, branch)
 
 
 @documented_builder
@@ -16,17 +52,13 @@ def densenet_40_12(num_classes=10, input_shape=(32, 32, 3), name="densenet_40_12
     -> 120 -> 60 -> 132, then BN, ReLU, global average pool, dense. Convs have
     no bias. Trainable parameters: 176,122 (10 classes) / 188,092 (100 classes).
     """
-    growth_rate, layers_per_block, compression, bottleneck_factor = 12, 6, 0.5, 4
-    inputs = keras.Input(shape=input_shape)
-    x = conv(inputs, 2 * growth_rate, 3, name="stem_conv")
-    for block in range(1, 4):
-        for layer in range(1, layers_per_block + 1):
-            prefix = f"block{block}_layer{layer}"
-            y = bn_relu_conv(x, bottleneck_factor * growth_rate, 1, name=f"{prefix}_1x1")
-            y = bn_relu_conv(y, growth_rate, 3, name=f"{prefix}_3x3")
-            x = keras.layers.Concatenate(name=f"{prefix}_concat")([x, y])
-        if block < 3:
-            x = bn_relu_conv(x, int(x.shape[-1] * compression), 1, name=f"transition{block}")
-            x = keras.layers.AveragePooling2D(2, name=f"transition{block}_pool")(x)
-    x = bn_relu(x, name="final")
-    return pooled_classifier(inputs, x, num_classes=num_classes, name=name)
+    return single_network(densenet_40_12_split(num_classes), input_shape=input_shape, name=name)
+
+
+def _dense_block(x, block, *, prefix):
+    for layer in range(1, LAYERS_PER_BLOCK + 1):
+        name = f"{prefix}block{block}_layer{layer}"
+        y = bn_relu_conv(x, BOTTLENECK_FACTOR * GROWTH_RATE, 1, name=f"{name}_1x1")
+        y = bn_relu_conv(y, GROWTH_RATE, 3, name=f"{name}_3x3")
+        x = keras.layers.Concatenate(name=f"{name}_concat")([x, y])
+    return x

@@ -1,4 +1,4 @@
-"""Conv / BatchNorm building blocks and the classifier head shared by the architectures here.
+"""Conv / BatchNorm building blocks shared by the architectures here.
 
 BatchNormalization uses momentum 0.9 and epsilon 1e-5 (torch's momentum 0.1 and
 eps 1e-5); convolutions are He-normal initialised. Strided convolutions pad
@@ -121,26 +121,6 @@ def bn_relu_conv(x, filters, kernel_size, *, name=None):
         >>> y = bn_relu_conv(x, 48, 1, name="block1_layer1_1x1")
     """
     return conv(bn_relu(x, name), filters, kernel_size, name=_suffix(name, "conv"))
-
-
-def pooled_classifier(inputs, features, *, num_classes, name):
-    """Global average pooling (`avg_pool`) and a dense logits layer (`logits`), as a model.
-
-    Args:
-        inputs: the model's `keras.Input`.
-        features: the last feature map `[B, H, W, C]`.
-        num_classes: number of output logits.
-        name: the model's name.
-
-    Returns:
-        A functional `keras.Model` mapping `inputs` to the logits.
-
-    Example:
-        >>> model = pooled_classifier(inputs, x, num_classes=10, name="resnet32")
-    """
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
-    outputs = keras.layers.Dense(num_classes, name="logits")(x)
-    return keras.Model(inputs, outputs, name=name)
 
 
 def _suffix(name, suffix):

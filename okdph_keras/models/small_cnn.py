@@ -3,6 +3,37 @@
 import keras
 
 from okdph_keras.models import layers
+from okdph_keras.models.split import Split, pooled_branch, single_network
+
+
+def small_cnn_split(num_classes=10, width=16, batch_norm=True):
+    """`small_cnn` as trunk (conv blocks 1-2 and the max pool) and branch (the rest).
+
+    Args:
+        num_classes: number of output logits.
+        width: channels of the first block; the next two have 2x and 4x.
+        batch_norm: whether each conv is followed by BatchNormalization.
+
+    Returns:
+        A `Split`: a branch is conv block 3 (4x `width`), global average
+        pooling and the dense logits. The layers keep Keras's automatic names,
+        as in `small_cnn` (a branch ignores its prefix).
+
+    Example:
+        >>> split = small_cnn_split(10, width=8)
+    """
+
+    def trunk(images):
+        x = _conv_block(images, width, batch_norm)
+        x = _conv_block(x, 2 * width, batch_norm)
+        return keras.layers.MaxPooling2D()(x)
+
+    def branch(x, prefix):
+        del prefix
+        x = _conv_block(x, 4 * width, batch_norm)
+        return pooled_branch(x, num_classes=num_classes, prefix=None)
+
+    return Split(trunk, branch)
 
 
 def small_cnn(input_shape=(8, 8, 1), num_classes=10, width=16, batch_norm=True, name="small_cnn"):
@@ -24,15 +55,12 @@ def small_cnn(input_shape=(8, 8, 1), num_classes=10, width=16, batch_norm=True, 
         >>> model(keras.ops.zeros((2, 8, 8, 1))).shape
         TensorShape([2, 10])
     """
-    inputs = keras.Input(shape=input_shape)
-    x = inputs
-    for block, channels in enumerate((width, 2 * width, 4 * width)):
-        x = layers.conv(x, channels, 3, use_bias=not batch_norm)
-        if batch_norm:
-            x = layers.batch_norm()(x)
-        x = keras.layers.ReLU()(x)
-        if block == 1:
-            x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(num_classes)(x)
-    return keras.Model(inputs, outputs, name=name)
+    split = small_cnn_split(num_classes, width, batch_norm)
+    return single_network(split, input_shape=input_shape, name=name)
+
+
+def _conv_block(x, channels, batch_norm):
+    x = layers.conv(x, channels, 3, use_bias=not batch_norm)
+    if batch_norm:
+        x = layers.batch_norm()(x)
+    return keras.layers.ReLU()(x)
