@@ -8,8 +8,7 @@ import dataclasses
 import math
 
 from okdph_keras import hyperparameters, methods, validation
-
-STYLES = ("cifar", "imagenet")
+from okdph_keras.data.views import DEFAULT_VIEWS, STYLES, VIEW_NAMES
 
 
 def _field(help, default=dataclasses.MISSING, *, flag=True, item=None, choices=()):
@@ -152,8 +151,6 @@ def default_views(dataset_kind, num_students=2):
     Returns:
         A tuple of M+1 view names.
     """
-    from okdph_keras.data.views import DEFAULT_VIEWS  # noqa: PLC0415
-
     if dataset_kind not in DEFAULT_VIEWS:
         raise ValueError(f"No default views for {dataset_kind!r}; known: {sorted(DEFAULT_VIEWS)}.")
     validation.check_integer("num_students", num_students, low=2)
@@ -206,7 +203,6 @@ def reference_config(dataset, model, views, style, image_size, normalization, **
 
 def validate(config):
     """Raises `ValueError` naming the first bad field of `config` and what is allowed."""
-    from okdph_keras.data import views as views_lib  # noqa: PLC0415 (data imports config-free)
     from okdph_keras.models import MODELS  # noqa: PLC0415
 
     validation.check_choice("method", config.method, methods.run_names())
@@ -217,7 +213,7 @@ def validate(config):
             "views", config.views, "one view per network: at least 2 students, then the HWM"
         )
     for view in config.views:
-        validation.check_choice("view", view, views_lib.VIEW_NAMES)
+        validation.check_choice("view", view, VIEW_NAMES)
     validation.check_choice("style", config.style, STYLES)
     for name in ("epochs", "batch_size", "image_size"):
         validation.check_integer(name, getattr(config, name), low=1)

@@ -53,7 +53,7 @@ def make_strategy(name="auto", cpu_replicas=1):
     Example:
         >>> strategy = make_strategy("mirrored")   # every visible GPU
     """
-    check_choice("name", name, STRATEGIES)
+    check_choice("strategy", name, STRATEGIES)
     cpu_replicas = check_integer("cpu_replicas", cpu_replicas, low=1)
     if cpu_replicas > 1 and not tf.config.list_physical_devices("GPU"):
         cpu = tf.config.list_physical_devices("CPU")[0]

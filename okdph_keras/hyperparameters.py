@@ -15,9 +15,8 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from okdph_keras import validation
+from okdph_keras.callbacks import FUSION_UNITS
 from okdph_keras.hybrid import HYBRID_MODES
-
-FUSION_UNITS = ("epoch", "batch")
 
 
 class Hyperparameter(NamedTuple):

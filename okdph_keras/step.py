@@ -85,8 +85,10 @@ def forward(
     student_logits, hwm_logits = method.network_logits(
         students, views, coefficients, training=training, **hwm_options
     )
+    # Evaluation reports the plain CE, comparable across methods; training uses the method's.
     settings = method.settings({"label_smoothing": label_smoothing})
-    student_ce = [method.cross_entropy(labels, z, settings) for z in student_logits]
+    cross_entropy = method.cross_entropy if training else lambda y, z, _: losses.cross_entropy(y, z)
+    student_ce = [cross_entropy(labels, z, settings) for z in student_logits]
     hwm_ce = None if hwm_logits is None else losses.cross_entropy(labels, hwm_logits)
     kd = method.distillation_terms(student_logits, hwm_logits, temperature)
     total = method.total_loss(student_ce=student_ce, hwm_ce=hwm_ce, kd=kd, omega=omega, beta=beta)

@@ -213,6 +213,29 @@ def test_each_group_gets_its_own_norm_and_weights_are_restored_exactly(rng):
         np.testing.assert_array_equal(variable.numpy(), value)  # bit for bit
 
 
+def test_sam_evaluates_the_plain_ce(rng):
+    # Training differentiates the smoothed CE; evaluation reports the plain one, so that
+    # test CEs compare across methods.
+    x = rng.normal(size=(8, 4))
+    y = rng.integers(0, 3, size=8)
+    (first, params_a), (second, params_b) = linear(seed=1), linear(seed=2)
+    options = dict(omega=None, beta=None, temperature=None, objective="sam")
+    views = [x.astype("float32")] * 3
+    outputs = {
+        training: step.forward(
+            [first, second], views, y, tf.constant([0.5, 0.5]), training=training, **options
+        )
+        for training in (True, False)
+    }
+    for m, params in enumerate((params_a, params_b)):
+        np.testing.assert_allclose(
+            float(outputs[True].student_ce[m]), np_smoothed_ce(x, y, *params, 0.1)[0], rtol=1e-5
+        )
+        np.testing.assert_allclose(
+            float(outputs[False].student_ce[m]), np_ce(x, y, *params)[0], rtol=1e-5
+        )
+
+
 def test_batchnorm_statistics_are_updated_once_per_sam_step(rng):
     inner = keras.Sequential(
         [keras.Input((3,)), keras.layers.BatchNormalization(momentum=0.9), keras.layers.Dense(2)]
