@@ -267,18 +267,14 @@ def test_a_killed_run_resumes_from_its_last_epoch(tmp_path, tfds_dir):
     assert f"Epoch {done + 1}/6" in out and "Epoch 1/6" not in out
     check_run_directory(tmp_path, "cifar10_small_cnn_m2_seed42_smoke", 2, epochs=6)
 
-    # The same command never interrupted: bit-identical weights and optimizer state. Even
-    # uninterrupted runs of this command occasionally differ from each other in the last
-    # bit (measured: 2 of 14 straight runs, oneDNN off, op determinism on), so a second
-    # uninterrupted run is made when the first differs: the resumed run must equal one of
-    # them bit for bit.
+    # The same command never interrupted: the same weights and optimizer state. Not bit for
+    # bit: uninterrupted runs of this command differ from each other in the last bit now and
+    # then (measured: 2 of 14 straight runs, oneDNN off, op determinism on; CI once saw 6e-8
+    # after 6 epochs), so the check allows 1e-6. A resume that restarted the data or the
+    # optimizer moves every weight by orders of magnitude more.
     resumed = final_weights(tmp_path, "cifar10_small_cnn_m2_seed42_smoke")
-    assert len(resumed) > 0
-    for attempt in ("straight", "straight_again"):
-        run_recipe("cifar10", tmp_path / attempt, *flags, env=env)
-        straight = final_weights(tmp_path / attempt, "cifar10_small_cnn_m2_seed42_smoke")
-        assert len(resumed) == len(straight)
-        if all(np.array_equal(a, b) for a, b in zip(resumed, straight)):
-            break
+    run_recipe("cifar10", tmp_path / "straight", *flags, env=env)
+    straight = final_weights(tmp_path / "straight", "cifar10_small_cnn_m2_seed42_smoke")
+    assert len(resumed) == len(straight) > 0
     for a, b in zip(resumed, straight):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
