@@ -78,6 +78,26 @@ class Fusion(keras.callbacks.Callback):
         return cls(**config)
 
 
+@keras.saving.register_keras_serializable(package="okdph_keras")
+class EpochCounter(keras.callbacks.Callback):
+    """Sets `model.epoch` (the 0-based epoch in progress) at the start of every epoch.
+
+    `OKDPH.fit` adds it for an objective whose losses ramp up over the epochs;
+    a custom loop calls `on_epoch_begin` itself. With `initial_epoch` (a resumed
+    run) the first value is the epoch resumed.
+
+    Example:
+        >>> model.fit(data, epochs=300, callbacks=[EpochCounter()])
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        del logs
+        self.model.epoch.assign(float(epoch))
+
+    def get_config(self):
+        return {}
+
+
 class EvaluateEachEpoch(keras.callbacks.Callback):
     """Evaluates the model on a second dataset after every epoch and logs it.
 

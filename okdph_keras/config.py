@@ -81,6 +81,8 @@ class Config:
     swa_start: float = _hyperparameter("swa_start")
     swa_lr: float = _hyperparameter("swa_lr")
     ema_momentum: float = _hyperparameter("ema_momentum")
+    rampup_epochs: float = _hyperparameter("rampup_epochs")
+    ema_decay: float = _hyperparameter("ema_decay")
     sync_bn: bool = _field("Synchronise BatchNorm statistics across replicas and workers.", False)
     noise_mean: float = _field("Mean of Gaussian input noise after normalisation.", 0.0)
     noise_std: float = _field(

@@ -20,12 +20,15 @@ from okdph_keras.hybrid import HYBRID_MODES
 
 
 class Hyperparameter(NamedTuple):
-    """A hyperparameter: its type (for flags), one line of help, and its check."""
+    """A hyperparameter: its type (for flags), one line of help, its check, and whether
+    the per-batch step uses it (`OKDPH` holds those; the others configure callbacks or
+    the optimizer)."""
 
     type: type
     help: str
     check: Callable
     choices: tuple = ()
+    in_step: bool = True
 
 
 def _number(**bounds):
@@ -61,17 +64,23 @@ HYPERPARAMETERS = {
         float,
         "Fusion ratio: theta_m <- gamma*theta_h + (1-gamma)*theta_m; 0: no fusion.",
         _number(low=0.0, high=1.0),
+        in_step=False,
     ),
     "fusion_every": Hyperparameter(
         int,
         "Fusion interval, in --fusion_unit.",
         functools.partial(validation.check_integer, low=1),
+        in_step=False,
     ),
     "fusion_unit": Hyperparameter(
-        str, "Unit of the fusion interval.", _choice(FUSION_UNITS), FUSION_UNITS
+        str, "Unit of the fusion interval.", _choice(FUSION_UNITS), FUSION_UNITS, in_step=False
     ),
-    "sam_rho": Hyperparameter(float, "SAM's radius.", _number(low=0.0, low_open=True)),
-    "sam_adaptive": Hyperparameter(bool, "ASAM instead of SAM.", validation.check_bool),
+    "sam_rho": Hyperparameter(
+        float, "SAM's radius.", _number(low=0.0, low_open=True), in_step=False
+    ),
+    "sam_adaptive": Hyperparameter(
+        bool, "ASAM instead of SAM.", validation.check_bool, in_step=False
+    ),
     "label_smoothing": Hyperparameter(
         float,
         "Label smoothing of the students' CE: 1 - eps on the label, eps/(C-1) on each other class.",
@@ -81,14 +90,29 @@ HYPERPARAMETERS = {
         float,
         "Fraction of the epochs after which SWA averages (every epoch end from there on).",
         _number(low=0.0, high=1.0, high_open=True),
+        in_step=False,
     ),
     "swa_lr": Hyperparameter(
         float,
         "SWA's learning rate: the schedule decays --learning_rate to it before --swa_start.",
         _number(low=0.0, low_open=True),
+        in_step=False,
     ),
     "ema_momentum": Hyperparameter(
-        float, "Momentum of the weight EMA.", _number(low=0.0, high=1.0, high_open=True)
+        float,
+        "Momentum of the weight EMA.",
+        _number(low=0.0, high=1.0, high_open=True),
+        in_step=False,
+    ),
+    "rampup_epochs": Hyperparameter(
+        float,
+        "Epochs over which the distillation weight ramps up as exp(-5 (1 - e/L)^2); 0: none.",
+        _number(low=0.0),
+    ),
+    "ema_decay": Hyperparameter(
+        float,
+        "Largest decay a of the teacher's EMA, theta_t <- a theta_t + (1 - a) theta_s.",
+        _number(low=0.0, high=1.0),
     ),
 }
 

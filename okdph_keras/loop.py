@@ -103,7 +103,7 @@ def fit(
     """
     history = keras.callbacks.History()
     callback_list = keras.callbacks.CallbackList(
-        [*callbacks, history],
+        [*model.with_epoch_counter(callbacks), history],
         add_progbar=verbose != 0,
         model=model,
         verbose=verbose,

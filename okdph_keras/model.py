@@ -6,9 +6,10 @@ import warnings
 import keras
 import tensorflow as tf
 
-from okdph_keras import distribute, hwm, methods, step, sync_batchnorm, validation
+from okdph_keras import distribute, hwm, hyperparameters, methods, step, sync_batchnorm, validation
 from okdph_keras import hybrid as hybrid_lib
 from okdph_keras import students as students_lib
+from okdph_keras.callbacks import EpochCounter
 from okdph_keras.network_metrics import NetworkMetrics
 
 # OKDPH's arguments that are method hyperparameters (`okdph_keras.hyperparameters`).
@@ -65,12 +66,17 @@ class OKDPH(NetworkMetrics, keras.Model):
         objective: the name of a registered method whose losses the students
             train with (`okdph_keras.methods.names(trainable_by_model=True)`):
             `"okdph"` (the method), or a baseline that trains the same students
-            without the HWM: `"independent"`, `"dml"` or `"kdcl"`. The HWM is
-            still evaluated.
+            without the HWM (`"independent"`, `"dml"`, `"kdcl"`, `"mean_teacher"`;
+            the HWM is still evaluated), or a multi-branch method (`"one"`,
+            `"cl_ilr"`, `"okddip"`, `"ffl"`, `"pcl"`), for which `students` is a
+            `models.multi_branch` network or a builder of one, with M branches.
         sam_rho: > 0 trains with sharpness-aware gradients (SAM, Foret et al.
             2021) of radius `sam_rho`, each student perturbed with its own
             norm; 0 (default) trains with plain gradients.
         sam_adaptive: ASAM instead of SAM (Kwon et al. 2021).
+        settings: the objective's other hyperparameters, by name
+            (`okdph_keras.hyperparameters`: `rampup_epochs`, `ema_decay`); those
+            left out take the objective's defaults.
         **kwargs: passed to `keras.Model` (`name`, ...).
 
     Example:
@@ -101,6 +107,7 @@ class OKDPH(NetworkMetrics, keras.Model):
         objective="okdph",
         sam_rho=0.0,
         sam_adaptive=False,
+        settings=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -108,9 +115,16 @@ class OKDPH(NetworkMetrics, keras.Model):
         self.objective = objective
         given = dict(omega=omega, beta=beta, temperature=temperature, hybrid=hybrid)
         given.update(hwm_gradient=hwm_gradient, label_smoothing=label_smoothing)
-        settings = self._method.settings(given)
+        given.update(_other_settings(settings))
+        resolved = self._method.settings(given)
         for name in HYPERPARAMETERS:  # None where the objective does not use it
-            setattr(self, name, settings.get(name))
+            setattr(self, name, resolved.get(name))
+        # The objective's other step hyperparameters (rampup_epochs, ema_decay, ...).
+        self.settings = {
+            name: value
+            for name, value in resolved.items()
+            if name not in HYPERPARAMETERS and hyperparameters.HYPERPARAMETERS[name].in_step
+        }
         check = validation.check_number
         self.weight_decay = check("weight_decay", weight_decay, low=0.0)
         self.sam_rho = check("sam_rho", sam_rho, low=0.0)
@@ -120,25 +134,32 @@ class OKDPH(NetworkMetrics, keras.Model):
             validation.fail("seed", seed, "an integer or None")
         self.seed = random.randrange(2**31) if seed is None else int(seed)
 
-        students = students_lib.make_students(students, num_students)
+        students = self._method.build_networks(students, num_students)
         self.students = students
-        self.num_students = len(students)
+        self.num_students = self._method.num_peers(students)
         # Global BatchNorm all-reduces inside the networks: an empty replica must run them too.
         self._synchronized = sync_batchnorm.uses_synchronized_batchnorm(students)
         if self.identical_init:
-            for other in students[1:]:
-                for target, source in zip(other.variables, students[0].variables):
-                    if hybrid_lib.is_interpolable(target):
-                        target.assign(source)
+            self._method.make_identical(students)
 
         self.coefficients = self.add_weight(
             name="hybrid_coefficients",
-            shape=(self.num_students,),
-            initializer=keras.initializers.Constant(1.0 / self.num_students),
+            shape=(len(students),),
+            initializer=keras.initializers.Constant(1.0 / len(students)),
             trainable=False,
             aggregation="only_first_replica",
         )
         self.hwm_state = self._create_hwm_state()
+        # The epoch in progress, for losses that ramp up; set by `callbacks.EpochCounter`.
+        self.epoch = None
+        if self._method.uses_epoch:
+            self.epoch = self.add_weight(
+                name="epoch",
+                shape=(),
+                initializer="zeros",
+                trainable=False,
+                aggregation="only_first_replica",
+            )
         self._create_trackers()
         self._fuse_function = None
         self.built = True
@@ -200,13 +221,13 @@ class OKDPH(NetworkMetrics, keras.Model):
             seed = tf.stack(
                 [tf.constant(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)]
             )
-        coefficients = hybrid_lib.sample_coefficients(self.hybrid, self.num_students, seed)
+        coefficients = hybrid_lib.sample_coefficients(self.hybrid, len(self.students), seed)
         self.coefficients.assign(coefficients)
         return coefficients
 
     def train_step(self, data):
         views, labels, shared = self._unpack(data)
-        if shared and self.identical_init:
+        if shared and self.identical_init and self._method.has_hwm:
             warnings.warn(
                 "Every network sees the same input batch and the students start "
                 "identical: they will stay identical and OKDPH reduces to training "
@@ -272,23 +293,46 @@ class OKDPH(NetworkMetrics, keras.Model):
             lambda: tf.constant(False),
             synchronized=self._synchronized,
         )
-        return self._results(hwm_ran=True)
+        return self._results(hwm_ran=self._method.has_hwm)
 
     def call(self, inputs, training=False):
-        """Logits `[B, M+1, num_classes]`: every student's, then the HWM's."""
+        """Logits `[B, M+1, num_classes]`: every peer's, then the HWM's (`[B, M, ...]`
+        for an objective without an HWM, such as the multi-branch methods)."""
         views, _ = students_lib.split_views(inputs, self.students[0], self.num_students)
-        student_logits, hwm_logits = hwm.network_logits(
+        outputs = self._method.network_outputs(
             self.students,
             views,
             tf.convert_to_tensor(self.coefficients),
             training=training,
+            hwm_gradient=True,
             hwm_state=self.hwm_state,
         )
-        return tf.stack(student_logits + [hwm_logits], axis=1)
+        hwm_logits = [] if outputs["hwm"] is None else [outputs["hwm"]]
+        return tf.stack(outputs["students"] + hwm_logits, axis=1)
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        """`keras.Model.fit`, with `callbacks.EpochCounter` added for an objective that
+        ramps its losses up over the epochs (`Method.uses_epoch`)."""
+        return super().fit(*args, callbacks=self.with_epoch_counter(callbacks), **kwargs)
+
+    def with_epoch_counter(self, callbacks):
+        """`callbacks` as a list, with an `EpochCounter` where the objective needs one."""
+        callbacks = list(callbacks or [])
+        if self.epoch is not None and not any(isinstance(c, EpochCounter) for c in callbacks):
+            callbacks.append(EpochCounter())
+        return callbacks
+
+    def student_models(self):
+        """One plain `keras.Model` per peer (images to logits), in the order of the
+        reported `student_<m>`: the students themselves, or for a multi-branch method
+        each branch with the trunk (`models.export_branch`). Export these."""
+        return self._method.student_models(self.students)
 
     def _loss_options(self):
         options = {name: getattr(self, name) for name in HYPERPARAMETERS if name != "hybrid"}
-        return dict(options, objective=self.objective, hwm_state=self.hwm_state)
+        options.update(self.settings)
+        epoch = None if self.epoch is None else tf.convert_to_tensor(self.epoch)
+        return dict(options, objective=self.objective, hwm_state=self.hwm_state, epoch=epoch)
 
     # ----------------------------------------------------------------- inputs
     def _unpack(self, data):
@@ -308,7 +352,15 @@ class OKDPH(NetworkMetrics, keras.Model):
         `"mean"` mode), cloned on every call; evaluate, save or export it as any
         Keras model.
         """
+        self._check_has_hwm()
         return hwm.snapshot(self.students, self.coefficients)
+
+    def _check_has_hwm(self):
+        if not self._method.has_hwm:
+            raise ValueError(
+                f"objective={self.objective!r} trains no separate students of one "
+                "architecture, so it has no hybrid-weight model to snapshot or fuse."
+            )
 
     def fuse(self, gamma):
         """Fusion: theta_m <- gamma * theta_h + (1 - gamma) * theta_m for every student.
@@ -323,6 +375,7 @@ class OKDPH(NetworkMetrics, keras.Model):
             gamma: fusion ratio in [0, 1]; 1 copies the HWM into every student.
         """
         gamma = validation.check_number("gamma", gamma, low=0.0, high=1.0)
+        self._check_has_hwm()
         if self._fuse_function is None:
             self._fuse_function = tf.function(self._fuse, autograph=False)
         self._fuse_function(tf.constant(gamma, tf.float32))
@@ -364,6 +417,7 @@ class OKDPH(NetworkMetrics, keras.Model):
             "objective": self.objective,
             "sam_rho": self.sam_rho,
             "sam_adaptive": self.sam_adaptive,
+            "settings": dict(self.settings),
         }
 
     @classmethod
@@ -374,3 +428,23 @@ class OKDPH(NetworkMetrics, keras.Model):
 
 
 _SEED_KEY = "student_seed_state_"
+
+
+def _other_settings(settings):
+    """`OKDPH(settings=...)`: step hyperparameters other than its explicit arguments."""
+    if settings is None:
+        return {}
+    if not isinstance(settings, dict):
+        validation.fail("settings", settings, "a dict of hyperparameter name -> value, or None")
+    for name in settings:
+        known = hyperparameters.HYPERPARAMETERS.get(name)
+        if name in HYPERPARAMETERS or known is None or not known.in_step:
+            allowed = [
+                n
+                for n, h in hyperparameters.HYPERPARAMETERS.items()
+                if h.in_step and n not in HYPERPARAMETERS
+            ]
+            validation.fail(
+                "the settings key", name, f"one of {allowed} (the others are OKDPH's arguments)"
+            )
+    return settings

@@ -50,7 +50,7 @@ class Origin:
     @property
     def students(self):
         """The model's students, or the single network as a list of one."""
-        return list(self.model.students) if isinstance(self.model, OKDPH) else [self.model]
+        return self.model.student_models() if isinstance(self.model, OKDPH) else [self.model]
 
     def sources(self, needed_for, remedy=""):
         """The run's `run_data.RunSources` (training, validation, test), loaded once.

@@ -40,14 +40,11 @@ def forward(
     labels,
     coefficients,
     *,
-    omega,
-    beta,
-    temperature,
-    hwm_gradient=True,
     objective="okdph",
     training=True,
     hwm_state=None,
-    label_smoothing=None,
+    epoch=None,
+    **settings,
 ):
     """Runs the networks and computes every loss of `objective`.
 
@@ -56,43 +53,55 @@ def forward(
     `z_e = (sum_m z_m + z_h) / (M+1)` carries no gradient. The total is
     `sum_m L_m`, so the HWM's CE enters it M times and, with `hwm_gradient`,
     student m receives `M*(1-omega)*r_m` times the CE gradient at theta_h.
-    Methods without the HWM (`independent`, `dml`, `kdcl`) do not run it in
-    training; `omega` and `hwm_gradient` do not apply to them.
+    Methods without the HWM (`independent`, `dml`, `kdcl`, ...) do not run it
+    in training.
 
     Args:
-        students: list of M homogeneous `keras.Model`s mapping images to logits.
+        students: the networks `OKDPH` holds (`Method.build_networks`): for
+            OKDPH, M homogeneous `keras.Model`s mapping images to logits.
         views: list of M+1 image batches: one per student, then the HWM's.
         labels: integer labels `[B]`.
         coefficients: tensor `[M]`, the hybridization weights r.
-        omega: weight of a student's own CE; `1 - omega` weighs the HWM's CE.
-        beta: weight of the distillation term.
-        temperature: distillation temperature tau.
-        hwm_gradient: whether the HWM's loss differentiates into the students.
         objective: the name of a method `OKDPH` trains by itself
             (`methods.names(trainable_by_model=True)`).
         training: the networks' mode. In training mode the students' BatchNorm
             statistics are updated; the HWM's never persist. Out of training
-            the HWM is run (and reported) whatever the objective.
-        hwm_state: the HWM's own integer state; see `network_logits`.
-        label_smoothing: for an objective whose students' CE is label-smoothed
-            (`sam`); None takes the objective's default.
+            the HWM is run (and reported) for every method that has one, and
+            each peer's CE is the plain CE.
+        hwm_state: the HWM's own integer state; see `hwm.network_logits`.
+        epoch: the 0-based epoch (a scalar), for an objective whose losses
+            ramp up (`Method.uses_epoch`).
+        **settings: the objective's hyperparameters (`okdph_keras.hyperparameters`:
+            `omega`, `beta`, `temperature`, `hwm_gradient`, ...); one left out
+            or None takes the objective's default.
 
     Returns:
         A `StepOutputs`.
     """
     method = methods.get(objective, what="objective", trainable_by_model=True)
-    hwm_options = dict(hwm_gradient=hwm_gradient, hwm_state=hwm_state)
-    student_logits, hwm_logits = method.network_logits(
-        students, views, coefficients, training=training, **hwm_options
+    settings = method.settings(settings)
+    outputs = method.network_outputs(
+        students,
+        views,
+        coefficients,
+        training=training,
+        hwm_gradient=settings["hwm_gradient"],
+        hwm_state=hwm_state,
     )
-    # Evaluation reports the plain CE, comparable across methods; training uses the method's.
-    settings = method.settings({"label_smoothing": label_smoothing})
-    cross_entropy = method.cross_entropy if training else lambda y, z, _: losses.cross_entropy(y, z)
-    student_ce = [cross_entropy(labels, z, settings) for z in student_logits]
-    hwm_ce = None if hwm_logits is None else losses.cross_entropy(labels, hwm_logits)
-    kd = method.distillation_terms(student_logits, hwm_logits, temperature)
-    total = method.total_loss(student_ce=student_ce, hwm_ce=hwm_ce, kd=kd, omega=omega, beta=beta)
-    return StepOutputs(student_logits, hwm_logits, student_ce, hwm_ce, kd, total)
+    if method.uses_epoch and epoch is None:
+        raise ValueError(
+            f"objective={objective!r} ramps its losses up over the epochs: pass epoch= "
+            "(OKDPH keeps it in its `epoch` variable)."
+        )
+    terms = method.losses(labels, outputs, settings, epoch=epoch, training=training)
+    return StepOutputs(
+        outputs["students"],
+        outputs["hwm"],
+        terms["student_ce"],
+        terms["hwm_ce"],
+        terms["kd"],
+        terms["total"],
+    )
 
 
 def compute_gradients(
@@ -126,8 +135,8 @@ def compute_gradients(
             a replica's padding (see `distribute.when_not_empty`), whose loss
             would otherwise reach the other replicas through the gradient of
             global BatchNorm statistics.
-        **loss_options: `omega`, `beta`, `temperature`, `hwm_gradient`,
-            `objective`, `hwm_state`, `label_smoothing`.
+        **loss_options: `objective`, `hwm_state`, `epoch` and the settings,
+            as in `forward`.
 
     Returns:
         `(gradients, outputs)`: gradients for the students' trainable variables,

@@ -100,10 +100,12 @@ def input_shape(model):
 
 
 def output_width(model):
-    """The number of logits a student outputs; None when unknown (not functional)."""
+    """The number of logits a student (or each branch) outputs; None when unknown."""
     try:
-        width = model.outputs[0].shape[-1]
-    except (AttributeError, IndexError, TypeError, ValueError):
+        output = model.output
+        # A multi-branch network (`models.multi_branch`) outputs a dict with its logits.
+        width = (output["logits"] if isinstance(output, dict) else model.outputs[0]).shape[-1]
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
         return None
     return None if width is None else int(width)
 

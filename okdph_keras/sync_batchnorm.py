@@ -108,8 +108,5 @@ def uses_synchronized_batchnorm(models):
 
 
 def nested_layers(model):
-    """Every layer of `model`, those of nested models included."""
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from nested_layers(layer)
+    """Every layer inside `model` (a model or a layer), those of nested ones included."""
+    yield from model._flatten_layers(include_self=False, recursive=True)

@@ -43,7 +43,6 @@ from okdph_keras import model as model_lib
 from okdph_keras.callbacks import EvaluateEachEpoch
 from okdph_keras.config import Config, validate
 from okdph_keras.model import OKDPH
-from okdph_keras.models import get_model
 
 
 def run(config, strategy=None, *, deterministic=False, callbacks=()):
@@ -137,7 +136,7 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
     summary = run_results.summarize(config, history, time.perf_counter() - start)
     if chief:
         run_results.save_best_student(
-            model.students[summary["best_student"]], config, run_dir=run_dir
+            model.student_models()[summary["best_student"]], config, run_dir=run_dir
         )
         checkpointing.write_atomically(
             os.path.join(run_dir, "curves.png"),
@@ -314,19 +313,30 @@ def build_model(config, train_source):
     channels = train_source.image_shape[-1] if train_source.image_shape else 3
     input_shape = (config.image_size, config.image_size, channels)
 
+    method = methods.get(config.method)
+    objective = methods.get(method.objective_name)
+    build = objective.network_builder(
+        config.model, train_source.num_classes, input_shape, num_students=config.num_students
+    )
+
     def student():
-        model = get_model(config.model, train_source.num_classes, input_shape)
+        model = build()
         return distribute.with_synchronized_batchnorm(model) if config.sync_bn else model
 
-    method = methods.get(config.method)
     sharpness = method.sharpness(config) or {"rho": 0.0, "adaptive": False}
+    explicit = model_lib.HYPERPARAMETERS
     return OKDPH(
         student,
         objective=method.objective_name,
         sam_rho=sharpness["rho"],
         sam_adaptive=sharpness["adaptive"],
         num_students=config.num_students,
-        **{name: getattr(config, name) for name in model_lib.HYPERPARAMETERS},
+        **{name: getattr(config, name) for name in explicit},
+        settings={
+            name: getattr(config, name)
+            for name in objective.defaults
+            if name not in explicit and hyperparameters.HYPERPARAMETERS[name].in_step
+        },
         weight_decay=config.weight_decay,
         seed=config.seed,
     )

@@ -290,10 +290,27 @@ def mean_teacher_terms(student_logits, teacher_logits, labels, *, weight):
         >>> terms = mean_teacher_terms(student(x0), teacher(x1), y, weight=10 * rampup(e, 5))
     """
     student = full_precision(student_logits)
-    teacher = tf.stop_gradient(tf.cast(full_precision(teacher_logits), student.dtype))
-    consistency = tf.reduce_mean(tf.square(tf.nn.softmax(student) - tf.nn.softmax(teacher)))
+    consistency = softmax_mse(student, teacher_logits)
     ce = cross_entropy(labels, student)
     return {"ce": ce, "consistency": consistency, "total": ce + _weighted(weight, [consistency])}
+
+
+def softmax_mse(student_logits, teacher_logits):
+    """Mean Teacher's consistency `mean_{b,c} (softmax(z_s) - softmax(sg z_t))^2`.
+
+    Args:
+        student_logits: `[B, C]`.
+        teacher_logits: `[B, C]`, detached here.
+
+    Returns:
+        A float32 scalar tensor.
+
+    Example:
+        >>> consistency = softmax_mse(student(x0), teacher(x1))
+    """
+    student = full_precision(student_logits)
+    teacher = tf.stop_gradient(tf.cast(full_precision(teacher_logits), student.dtype))
+    return tf.reduce_mean(tf.square(tf.nn.softmax(student) - tf.nn.softmax(teacher)))
 
 
 def _tensors(name, values):

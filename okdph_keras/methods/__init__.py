@@ -17,20 +17,41 @@ Example:
 
 from okdph_keras import validation
 from okdph_keras.methods.base import Method
+from okdph_keras.methods.branches import (
+    BranchDistillation,
+    CollaborativeBranches,
+    DiversePeers,
+    FeatureFusion,
+    NativeEnsemble,
+    PeerCollaboration,
+)
 from okdph_keras.methods.distillation import (
     REFERENCE_SETTINGS,
     CollaborativeLearning,
     HybridDistillation,
     MutualLearning,
 )
-from okdph_keras.methods.flat_minima import SharpnessAware, WeightAveraging, WeightEMA
+from okdph_keras.methods.flat_minima import (
+    MeanTeacher,
+    SharpnessAware,
+    WeightAveraging,
+    WeightEMA,
+)
 
 __all__ = [
+    "PAPER",
     "REFERENCE_SETTINGS",
+    "BranchDistillation",
+    "CollaborativeBranches",
     "CollaborativeLearning",
+    "DiversePeers",
+    "FeatureFusion",
     "HybridDistillation",
+    "MeanTeacher",
     "Method",
     "MutualLearning",
+    "NativeEnsemble",
+    "PeerCollaboration",
     "SharpnessAware",
     "WeightAveraging",
     "WeightEMA",
@@ -84,6 +105,12 @@ for _method in (
     SharpnessAware("sam"),
     WeightAveraging("swa", objective_name="independent"),
     WeightEMA("ema", objective_name="independent"),
+    MeanTeacher("mean_teacher"),
+    NativeEnsemble("one"),
+    CollaborativeBranches("cl_ilr"),
+    DiversePeers("okddip"),
+    FeatureFusion("ffl"),
+    PeerCollaboration("pcl"),
     # The paper's OKDPH ablations: OKDPH with one `Config` field changed.
     HybridDistillation(
         "okdph_no_hwm_loss", objective_name="okdph", config_overrides={"omega": 1.0}
@@ -99,6 +126,24 @@ for _method in (
     ),
 ):
     register(_method)
+
+
+# The paper's comparison (Tables 1-3): independent training, the online-distillation
+# baselines, the flat-minima baselines ("EMA" is Mean Teacher), then OKDPH.
+PAPER = (
+    "independent",
+    "dml",
+    "one",
+    "cl_ilr",
+    "okddip",
+    "kdcl",
+    "ffl",
+    "pcl",
+    "mean_teacher",
+    "swa",
+    "sam",
+    "okdph",
+)
 
 
 def run_names():

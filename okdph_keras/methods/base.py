@@ -3,7 +3,9 @@
 import keras
 import tensorflow as tf
 
-from okdph_keras import hwm, hyperparameters, losses
+from okdph_keras import hwm, hybrid, hyperparameters, losses
+from okdph_keras import students as students_lib
+from okdph_keras.models import get_model
 
 
 class Method:
@@ -18,12 +20,18 @@ class Method:
             `OKDPH` (itself, unless the method only adds callbacks, an optimizer
             wrapping or sharpness-aware gradients to another's losses).
         uses_hwm: whether training runs (and reports) the HWM.
+        has_hwm: whether the networks have an HWM (peers of one architecture),
+            which evaluation runs and reports.
+        uses_epoch: whether the losses depend on the epoch (a ramp-up); `OKDPH`
+            then keeps an `epoch` variable that `callbacks.EpochCounter` sets.
         averages_weights: whether the trained weights are replaced by an
             average when training ends (then BatchNorm is recomputed).
         config_overrides: `Config` fields this method sets (ablations).
     """
 
     uses_hwm = False
+    has_hwm = True
+    uses_epoch = False
     averages_weights = False
     defaults = {"hybrid": "mean", "hwm_gradient": True}
 
@@ -65,20 +73,81 @@ class Method:
         """What the default run name adds for this method (`_dml`, ...)."""
         return f"_{self.name}"
 
-    def network_logits(self, students, views, coefficients, *, training, **hwm_options):
-        """`(student_logits, hwm_logits)`: every network's logits on its view.
+    def network_builder(self, model, num_classes, input_shape, *, num_students):
+        """A builder (no arguments) of the network `OKDPH(students=...)` takes for a run.
 
-        Out of training the HWM runs for every method (it is reported); in
-        training only for methods that use it (`uses_hwm`), else `hwm_logits` is
-        None. A method whose peers are not separate networks (branches of one
-        network, say) overrides this. Arguments (`hwm_options`: `hwm_gradient`,
-        `hwm_state`): see `hwm.network_logits`.
+        Args:
+            model: an architecture of `okdph_keras.models.MODELS`.
+            num_classes, input_shape: the data's.
+            num_students: M, the peers.
         """
-        if self.uses_hwm or not training:
-            return hwm.network_logits(
-                students, views, coefficients, training=training, **hwm_options
+        del num_students
+        return lambda: get_model(model, num_classes, input_shape)
+
+    def build_networks(self, students, num_students):
+        """The networks `OKDPH` holds (`OKDPH.students`), from its `students` argument.
+
+        By default M separate students (`okdph_keras.students.make_students`).
+        A method whose peers are branches of one network, or which adds a
+        teacher or modules, builds what it needs here.
+        """
+        return students_lib.make_students(students, num_students)
+
+    def make_identical(self, networks):
+        """Copies network 0's float weights into the others (`OKDPH(identical_init=True)`)."""
+        for other in networks[1:]:
+            for target, source in zip(other.variables, networks[0].variables):
+                if hybrid.is_interpolable(target):
+                    target.assign(source)
+
+    def num_peers(self, networks):
+        """How many peers the networks hold, each reported as `student_<m>`."""
+        return len(networks)
+
+    def student_models(self, networks):
+        """One plain `keras.Model` per peer, mapping images to logits: what is exported."""
+        return list(networks)
+
+    def network_outputs(self, networks, views, coefficients, *, training, **hwm_options):
+        """Every network's outputs on its view: a dict.
+
+        `"students"` holds the peers' logits (a list), `"hwm"` the HWM's or None:
+        out of training the HWM runs for every method that has one (`has_hwm`; it
+        is reported), in training only for methods that use it (`uses_hwm`). A
+        method may add entries for its own losses. Arguments (`hwm_options`:
+        `hwm_gradient`, `hwm_state`): see `hwm.network_logits`.
+        """
+        if self.uses_hwm or (self.has_hwm and not training):
+            logits, hwm_logits = hwm.network_logits(
+                networks, views, coefficients, training=training, **hwm_options
             )
-        return [student(view, training=training) for student, view in zip(students, views)], None
+            return {"students": logits, "hwm": hwm_logits}
+        logits = [network(view, training=training) for network, view in zip(networks, views)]
+        return {"students": logits, "hwm": None}
+
+    def losses(self, labels, outputs, settings, *, epoch, training):
+        """The step's losses from the labels `[B]` and `network_outputs`.
+
+        Args:
+            labels: integer labels `[B]`.
+            outputs: the dict of `network_outputs`.
+            settings: the run's hyperparameters (`settings`).
+            epoch: the 0-based epoch, a scalar tensor, for a method with
+                `uses_epoch`; else None.
+            training: False reports each peer's plain CE, comparable across methods.
+
+        Returns:
+            A dict: `student_ce` (one scalar per peer), `hwm_ce` (or None), `kd`
+            (one scalar per peer) and `total`, the loss to differentiate.
+        """
+        cross_entropy = self.cross_entropy if training else _plain_cross_entropy
+        student_ce = [cross_entropy(labels, z, settings) for z in outputs["students"]]
+        hwm_ce = None if outputs["hwm"] is None else losses.cross_entropy(labels, outputs["hwm"])
+        kd = self.distillation_terms(outputs, settings)
+        total = self.total_loss(
+            student_ce=student_ce, hwm_ce=hwm_ce, kd=kd, settings=settings, epoch=epoch
+        )
+        return {"student_ce": student_ce, "hwm_ce": hwm_ce, "kd": kd, "total": total}
 
     def cross_entropy(self, labels, logits, settings):
         """A student's `CE(z_m)` (mean over the batch) from integer labels `[B]` and its logits.
@@ -88,14 +157,14 @@ class Method:
         del settings
         return losses.cross_entropy(labels, logits)
 
-    def distillation_terms(self, student_logits, hwm_logits, temperature):
-        """Student m's distillation term, for each m."""
-        del hwm_logits, temperature
-        return [tf.zeros([]) for _ in student_logits]
+    def distillation_terms(self, outputs, settings):
+        """Student m's distillation term, for each m, from `network_outputs`."""
+        del settings
+        return [tf.zeros([]) for _ in outputs["students"]]
 
-    def total_loss(self, *, student_ce, hwm_ce, kd, omega, beta):
-        """`sum_m L_m` from the cross-entropies and distillation terms."""
-        del hwm_ce, kd, omega, beta
+    def total_loss(self, *, student_ce, hwm_ce, kd, settings, epoch):
+        """`sum_m L_m` from the cross-entropies, distillation terms and settings."""
+        del hwm_ce, kd, settings, epoch
         return tf.add_n(student_ce)
 
     def sharpness(self, config):
@@ -138,3 +207,8 @@ class Method:
     def finish_training(self, model):
         """What `fit()` does to the weights when training ends, before the callbacks' end."""
         del model
+
+
+def _plain_cross_entropy(labels, logits, settings):
+    del settings
+    return losses.cross_entropy(labels, logits)

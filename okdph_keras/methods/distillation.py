@@ -56,15 +56,16 @@ class HybridDistillation(Method):
             settings.update(zip(names, REFERENCE_SETTINGS[dataset, model]))
         return settings
 
-    def distillation_terms(self, student_logits, hwm_logits, temperature):
-        logits = [losses.full_precision(z) for z in student_logits]
-        teacher = _mean_teacher(logits + [losses.full_precision(hwm_logits)])
-        return [losses.distillation_loss(teacher, z, temperature) for z in logits]
+    def distillation_terms(self, outputs, settings):
+        logits = [losses.full_precision(z) for z in outputs["students"]]
+        teacher = _mean_teacher(logits + [losses.full_precision(outputs["hwm"])])
+        return [losses.distillation_loss(teacher, z, settings["temperature"]) for z in logits]
 
-    def total_loss(self, *, student_ce, hwm_ce, kd, omega, beta):
-        num_students = len(student_ce)
+    def total_loss(self, *, student_ce, hwm_ce, kd, settings, epoch):
+        del epoch
+        omega, num_students = settings["omega"], len(student_ce)
         data = omega * tf.add_n(student_ce) + num_students * (1.0 - omega) * hwm_ce
-        return data + beta * tf.add_n(kd)
+        return data + settings["beta"] * tf.add_n(kd)
 
     def callbacks(self, config, *, run_dir, bn_data, chief):
         del run_dir, bn_data, chief
@@ -82,8 +83,9 @@ class MutualLearning(Method):
 
     defaults = {**Method.defaults, "beta": 1.0, "temperature": 1.0}
 
-    def distillation_terms(self, student_logits, hwm_logits, temperature):
-        logits = [losses.full_precision(z) for z in student_logits]
+    def distillation_terms(self, outputs, settings):
+        temperature = settings["temperature"]
+        logits = [losses.full_precision(z) for z in outputs["students"]]
         peers = [tf.stop_gradient(z) for z in logits]
         return [
             tf.add_n(
@@ -97,8 +99,9 @@ class MutualLearning(Method):
             for m, z in enumerate(logits)
         ]
 
-    def total_loss(self, *, student_ce, hwm_ce, kd, omega, beta):
-        return tf.add_n(student_ce) + beta * tf.add_n(kd)
+    def total_loss(self, *, student_ce, hwm_ce, kd, settings, epoch):
+        del hwm_ce, epoch
+        return tf.add_n(student_ce) + settings["beta"] * tf.add_n(kd)
 
 
 class CollaborativeLearning(Method):
@@ -112,10 +115,11 @@ class CollaborativeLearning(Method):
 
     defaults = {**Method.defaults, "omega": 0.5, "beta": 0.5, "temperature": 4.0}
 
-    def distillation_terms(self, student_logits, hwm_logits, temperature):
-        logits = [losses.full_precision(z) for z in student_logits]
+    def distillation_terms(self, outputs, settings):
+        logits = [losses.full_precision(z) for z in outputs["students"]]
         teacher = _mean_teacher(logits)
-        return [losses.distillation_loss(teacher, z, temperature) for z in logits]
+        return [losses.distillation_loss(teacher, z, settings["temperature"]) for z in logits]
 
-    def total_loss(self, *, student_ce, hwm_ce, kd, omega, beta):
-        return omega * tf.add_n(student_ce) + beta * tf.add_n(kd)
+    def total_loss(self, *, student_ce, hwm_ce, kd, settings, epoch):
+        del hwm_ce, epoch
+        return settings["omega"] * tf.add_n(student_ce) + settings["beta"] * tf.add_n(kd)

@@ -2,7 +2,10 @@
 
 import os
 
-from okdph_keras import baselines, losses
+import tensorflow as tf
+
+from okdph_keras import baselines, losses, validation
+from okdph_keras.baselines import branch_losses
 from okdph_keras.baselines.swa import SWALearningRate
 from okdph_keras.methods.base import Method
 
@@ -74,3 +77,54 @@ class WeightEMA(Method):
 
     def finish_training(self, model):
         model.optimizer.finalize_variable_values(model.trainable_weights)
+
+
+class MeanTeacher(Method):
+    """Mean Teacher, the paper's "EMA" row: a student and its EMA teacher, on two views.
+
+    `L = CE(z_s) + beta * r(e; rampup_epochs) * mean_{b,c} (softmax(z_s) - softmax(sg z_t))^2`
+    (`baselines.branch_losses.mean_teacher_terms`). Student 0 is the student, on view 0;
+    student 1 is the teacher, on view 1: the optimizer leaves it alone, and after every
+    step its trainable weights follow the student's,
+    `theta_t <- a theta_t + (1 - a) theta_s` with `a = min(1 - 1/(s+1), ema_decay)`, `s`
+    the steps taken (the Mean Teacher authors' count: the first update has a = 1/2).
+    Its BatchNorm statistics stay its own, from its forward passes. Defaults: the
+    reference code's (BASELINES.md 2.7, 11_EMA.py): consistency weight 10, ramp-up 5
+    epochs, decay 0.99. Both networks are reported; the exported one is chosen on
+    the validation split like any other.
+    """
+
+    uses_epoch = True
+    defaults = {**Method.defaults, "beta": 10.0, "rampup_epochs": 5.0, "ema_decay": 0.99}
+
+    def build_networks(self, students, num_students):
+        networks = super().build_networks(students, num_students)
+        if len(networks) != 2:
+            validation.fail(
+                "the number of students",
+                len(networks),
+                "2 for mean_teacher (a student, its teacher)",
+            )
+        return networks
+
+    def trained_students(self, students):
+        return students[:1]
+
+    def distillation_terms(self, outputs, settings):
+        del settings
+        student, teacher = outputs["students"]
+        return [branch_losses.softmax_mse(student, teacher), tf.zeros([])]
+
+    def total_loss(self, *, student_ce, hwm_ce, kd, settings, epoch):
+        del hwm_ce
+        weight = settings["beta"] * branch_losses.rampup(epoch, settings["rampup_epochs"])
+        return student_ce[0] + weight * kd[0]
+
+    def after_step(self, model, step):
+        student, teacher = model.students
+        branch_losses.ema_update(
+            teacher.trainable_variables,
+            student.trainable_variables,
+            step + 1,
+            model.settings["ema_decay"],
+        )

@@ -22,6 +22,7 @@ import inspect
 
 import keras
 
+from okdph_keras.baselines.branch_layers import GradientScale
 from okdph_keras.models.cifar_resnet import resnet32_split, resnet110_split
 from okdph_keras.models.densenet import densenet_40_12_split
 from okdph_keras.models.imagenet_resnet import resnet18_split, resnet34_split, resnet50_split
@@ -45,7 +46,15 @@ SPLITS = {
 
 
 def multi_branch(
-    name, /, num_classes, input_shape=None, *, branches, per_branch_inputs=False, **options
+    name,
+    /,
+    num_classes,
+    input_shape=None,
+    *,
+    branches,
+    per_branch_inputs=False,
+    split_gradient_scale=None,
+    **options,
 ):
     """A network of one shared trunk and `branches` branches, each with its own layers.
 
@@ -60,6 +69,10 @@ def multi_branch(
             first going through the trunk on its own (PCL); the trunk's layers
             (one set of weights) then run m times, with each view's own batch
             statistics in training.
+        split_gradient_scale: None, or a factor on the gradient each branch
+            sends into the trunk (CL-ILR's 1/m), applied by a `GradientScale`
+            layer at the start of every branch (an identity in the exported
+            branch).
         **options: the architecture's options (`dropout` for vgg16, `width`
             and `batch_norm` for small_cnn).
 
@@ -101,6 +114,11 @@ def multi_branch(
         inputs = keras.Input(shape=input_shape, name="images")
         trunk_maps = [split.trunk(inputs)] * branches
         trunk = keras.layers.GlobalAveragePooling2D(name="trunk")(trunk_maps[0])
+    if split_gradient_scale is not None:
+        trunk_maps = [
+            GradientScale(split_gradient_scale, name=f"branch{k}_split")(maps)
+            for k, maps in enumerate(trunk_maps)
+        ]
     heads = [split.branch(maps, f"branch{k}_") for k, maps in enumerate(trunk_maps)]
     outputs = {
         field: _stack([getattr(head, field) for head in heads], name=field)
@@ -176,6 +194,8 @@ def _same(layer):
 
 
 def _renamed(layer, prefix):
+    if isinstance(layer, GradientScale):  # training-only: the exported branch is plain
+        return keras.layers.Identity(name=layer.name.removeprefix(prefix))
     config = layer.get_config()
     config["name"] = layer.name.removeprefix(prefix)
     return layer.__class__.from_config(config)
