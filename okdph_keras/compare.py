@@ -41,6 +41,11 @@ def method_config(base, method, seed, output_dir):
     """
     registered = methods.get(method)
     overrides = dict(registered.config_overrides, method=registered.config_method)
+    wanted = registered.default_num_students
+    if wanted and base.num_students < wanted:  # OKDDip: 3 peers and the leader
+        students = base.views[:-1]
+        overrides["views"] = tuple(students[m % len(students)] for m in range(wanted))
+        overrides["views"] += base.views[-1:]
     config = dataclasses.replace(
         base,
         **overrides,
@@ -89,6 +94,9 @@ def compare(base, methods, seeds, output_dir, *, flatness_radius=0.05, strategy=
             results = dict(results, sharpness=_sharpness(config, results, flatness_radius))
         runs[config.run_name] = dict(results, wall_seconds=time.perf_counter() - start)
     summary = summarize(methods, seeds, runs, flatness_radius)
+    summary["settings"] = {
+        name: method_settings(method_config(base, name, seeds[0], output_dir)) for name in methods
+    }
     os.makedirs(output_dir, exist_ok=True)
     checkpointing.write_json_atomically(os.path.join(output_dir, "comparison.json"), summary)
     checkpointing.write_text_atomically(
@@ -99,6 +107,22 @@ def compare(base, methods, seeds, output_dir, *, flatness_radius=0.05, strategy=
     )
     print(format_markdown(summary))
     return summary
+
+
+def method_settings(config):
+    """What a run of `config` trains with that differs between methods: a short string.
+
+    The method's hyperparameters (`Method.defaults`), the number of peers and the
+    views, e.g. `"students=2, beta=1.0, temperature=1.0, views=hflip,cutout,none"`.
+    """
+    registered = methods.get(config.method)
+    names = [n for n in registered.defaults if n not in ("hybrid", "hwm_gradient")]
+    if registered.uses_hwm:
+        names = list(registered.defaults)
+    values = [f"students={config.num_students}"]
+    values += [f"{name}={getattr(config, name)}" for name in names]
+    values.append("views=" + ",".join(config.views))
+    return ", ".join(values)
 
 
 def _sharpness(config, results, radius):
@@ -195,6 +219,9 @@ def format_markdown(summary):
         if "sharpness" in row:
             cells.append(f"{row['sharpness']['mean']:.4f} ± {row['sharpness']['std']:.4f}")
         lines.append("| " + " | ".join(cells) + " |")
+    if summary.get("settings"):
+        lines += ["", "Settings of each method:", ""]
+        lines += [f"- {method}: {text}" for method, text in summary["settings"].items()]
     return "\n".join(lines) + "\n"
 
 

@@ -102,11 +102,16 @@ def input_shape(model):
 def output_width(model):
     """The number of logits a student (or each branch) outputs; None when unknown."""
     try:
-        output = model.output
-        # A multi-branch network (`models.multi_branch`) outputs a dict with its logits.
-        width = (output["logits"] if isinstance(output, dict) else model.outputs[0]).shape[-1]
-    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        width = model.outputs[0].shape[-1]
+    except (AttributeError, IndexError, TypeError, ValueError):
         return None
+    # A multi-branch network (`models.multi_branch`) outputs a dict with its logits.
+    try:
+        output = model.output
+    except AttributeError:  # a Sequential model never called
+        output = None
+    if isinstance(output, dict) and "logits" in output:
+        width = output["logits"].shape[-1]
     return None if width is None else int(width)
 
 

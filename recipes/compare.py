@@ -4,6 +4,7 @@
         --seeds=3 --output_dir=comparisons/cifar10
     python -m recipes.compare --dataset=/data/flowers --methods=independent,okdph --smoke
     python -m recipes.compare --dataset=cifar10 --methods=okdph,okdph_no_fusion,okdph_no_hwm_loss
+    python -m recipes.compare --dataset=cifar10 --methods=paper --epochs=30
 
 --dataset is a TFDS name (cifar10, cifar100, imagenet2012) or the root of a
 class-per-folder image tree. Every other recipe flag (--model, --epochs,
@@ -31,7 +32,11 @@ DATASET_DEFAULTS = {
 def main():
     common.define_flags(model=None, image_size=None, style=None, normalization=None)
     flags.DEFINE_string("dataset", None, "TFDS name or image-folder root.", required=True)
-    flags.DEFINE_list("methods", ["independent", "dml", "kdcl", "okdph"], f"Of {methods.names()}.")
+    flags.DEFINE_list(
+        "methods",
+        ["independent", "dml", "kdcl", "okdph"],
+        f"Of {methods.names()}, or `paper` for the paper's comparison {methods.PAPER}.",
+    )
     flags.DEFINE_integer("seeds", 3, "Seeds per method (--seed, --seed+1, ...).")
     flags.DEFINE_float(
         "flatness_radius", 0.05, "Relative radius of the sharpness figure (0: skip)."
@@ -53,8 +58,9 @@ def main():
             if getattr(FLAGS, name) is None:
                 setattr(FLAGS, name, value)
         FLAGS.data_dir = data_dir
+        chosen = list(methods.PAPER) if FLAGS.methods == ["paper"] else FLAGS.methods
         try:
-            for name in FLAGS.methods:
+            for name in chosen:
                 methods.get(name)  # fails naming the unknown method and the known ones
             if FLAGS.seeds < 1:
                 raise ValueError(f"--seeds={FLAGS.seeds} is not allowed; it must be >= 1.")
@@ -64,7 +70,7 @@ def main():
             raise app.UsageError(str(error)) from error
         compare.compare(
             base,
-            FLAGS.methods,
+            chosen,
             FLAGS.seeds,
             FLAGS.output_dir,
             flatness_radius=FLAGS.flatness_radius,

@@ -97,5 +97,11 @@ def test_method_configs_change_only_method_seed_and_names(tmp_path):
     assert config.method == "okdph" and config.fusion_gamma == 0.0 and config.seed == 5
     assert config.run_name == "okdph_no_fusion_seed5" and config.epochs == 7
     assert compare.method_config(base, "okdph_reference", 1, str(tmp_path)).hwm_gradient is False
-    with pytest.raises(ValueError, match="method='one' is not allowed; it must be one of"):
-        compare.method_config(base, "one", 1, str(tmp_path))
+    with pytest.raises(ValueError, match="method='two' is not allowed; it must be one of"):
+        compare.method_config(base, "two", 1, str(tmp_path))
+    # OKDDip gets the authors' 3 peers and a leader; the others keep the base's students.
+    okddip = compare.method_config(base, "okddip", 1, str(tmp_path))
+    assert okddip.views == ("hflip", "cutout", "hflip", "cutout", "none")
+    assert compare.method_config(base, "one", 1, str(tmp_path)).views == base.views
+    settings = compare.method_settings(compare.method_config(base, "dml", 1, str(tmp_path)))
+    assert settings == "students=2, beta=1.0, temperature=1.0, views=hflip,cutout,none"

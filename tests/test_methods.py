@@ -15,7 +15,8 @@ def test_one_list_of_names_and_each_method_answers_for_itself():
     # (This module registers one more method, after the library's own.)
     assert methods.run_names()[:7] == ("okdph", "independent", "dml", "kdcl", "sam", "swa", "ema")
     assert methods.names(trainable_by_model=True)[:4] == ("okdph", "independent", "dml", "kdcl")
-    own = methods.names()[:11]  # the library's; other tests and the README register more
+    assert set(methods.PAPER) <= set(methods.run_names())
+    own = methods.names()[:17]  # the library's; other tests and the README register more
     assert [n for n in own if methods.get(n).uses_hwm] == [
         "okdph",
         "okdph_no_hwm_loss",
@@ -24,8 +25,8 @@ def test_one_list_of_names_and_each_method_answers_for_itself():
         "okdph_reference",
     ]
     assert [n for n in own if methods.get(n).averages_weights] == ["swa", "ema"]
-    with pytest.raises(ValueError, match=r"method='one' is not allowed; it must be one of \("):
-        methods.get("one")
+    with pytest.raises(ValueError, match=r"method='two' is not allowed; it must be one of \("):
+        methods.get("two")
     with pytest.raises(ValueError, match="already registered"):
         methods.register(methods.Method("dml"))
 
@@ -83,9 +84,10 @@ class _Source:
 class HybridTeacher(methods.HybridDistillation):
     """OKDPH whose distillation target is the HWM alone (the README's example method)."""
 
-    def distillation_terms(self, student_logits, hwm_logits, temperature):
-        teacher = tf.stop_gradient(hwm_logits)
-        return [losses.distillation_loss(teacher, z, temperature) for z in student_logits]
+    def distillation_terms(self, outputs, settings):
+        teacher = tf.stop_gradient(outputs["hwm"])
+        tau = settings["temperature"]
+        return [losses.distillation_loss(teacher, z, tau) for z in outputs["students"]]
 
 
 methods.register(HybridTeacher("test_hwm_teacher"))
@@ -201,10 +203,10 @@ def method_total(name):
     method, settings = methods.get(name), config(name)
     logits = [tf.constant(z, tf.float64) for z in FIXED_LOGITS]
     ce = [method.cross_entropy(FIXED_LABELS, z, {}) for z in logits]
-    kd = method.distillation_terms(logits, None, settings.temperature)
-    total = method.total_loss(
-        student_ce=ce, hwm_ce=None, kd=kd, omega=settings.omega, beta=settings.beta
-    )
+    values = method.settings({"omega": settings.omega, "beta": settings.beta})
+    values["temperature"] = settings.temperature
+    kd = method.distillation_terms({"students": logits, "hwm": None}, values)
+    total = method.total_loss(student_ce=ce, hwm_ce=None, kd=kd, settings=values, epoch=None)
     return float(total)
 
 

@@ -8,31 +8,9 @@ Their loss terms are in `branch_losses`.
 
 import keras
 
-from okdph_keras.baselines.branch_losses import OKDDIP_PEERS, scale_gradient
+from okdph_keras.baselines.branch_losses import OKDDIP_PEERS
 from okdph_keras.models.layers import batch_norm
-from okdph_keras.validation import check_integer, check_number, fail
-
-
-@keras.saving.register_keras_serializable(package="okdph_keras")
-class GradientScale(keras.layers.Layer):
-    """Identity forward, gradient times `scale` backward: CL-ILR's 1/m at the trunk's split.
-
-    Args:
-        scale: the factor, a number.
-
-    Example:
-        >>> maps = GradientScale(1 / num_branches)(trunk_maps)
-    """
-
-    def __init__(self, scale, **kwargs):
-        super().__init__(**kwargs)
-        self.scale = check_number("scale", scale)
-
-    def call(self, inputs):
-        return scale_gradient(inputs, self.scale)
-
-    def get_config(self):
-        return {**super().get_config(), "scale": self.scale}
+from okdph_keras.validation import check_integer, fail
 
 
 @keras.saving.register_keras_serializable(package="okdph_keras")

@@ -21,6 +21,7 @@ The modules these methods add (gate, attention, fusion) are in `branch_layers`.
 import tensorflow as tf
 
 from okdph_keras.losses import cross_entropy, distillation_loss, full_precision
+from okdph_keras.models.layers import scale_gradient  # noqa: F401  (CL-ILR's; tested here)
 from okdph_keras.validation import check_integer, check_number, fail, is_number
 
 OKDDIP_PEERS = (
@@ -53,30 +54,6 @@ def rampup(epoch, length):
         return tf.constant(1.0)
     progress = tf.clip_by_value(tf.cast(epoch, tf.float32), 0.0, length) / length
     return tf.exp(-5.0 * tf.square(1.0 - progress))
-
-
-def scale_gradient(x, scale):
-    """Identity forward, gradient times `scale` backward (CL-ILR's 1/m at the split).
-
-    Args:
-        x: a float tensor.
-        scale: a number or scalar tensor.
-
-    Returns:
-        A tensor equal to `x`.
-
-    Example:
-        >>> shared = scale_gradient(trunk(images), 1.0 / num_branches)
-    """
-
-    @tf.custom_gradient
-    def identity(value):
-        def grad(upstream):
-            return upstream * tf.cast(scale, upstream.dtype)
-
-        return tf.identity(value), grad
-
-    return identity(x)
 
 
 def ema_update(target_variables, source_variables, step, max_decay):

@@ -27,12 +27,15 @@ class Method:
         averages_weights: whether the trained weights are replaced by an
             average when training ends (then BatchNorm is recomputed).
         config_overrides: `Config` fields this method sets (ablations).
+        default_num_students: the peers a comparison gives the method when the
+            base configuration has fewer (None: the base's).
     """
 
     uses_hwm = False
     has_hwm = True
     uses_epoch = False
     averages_weights = False
+    default_num_students = None
     defaults = {"hybrid": "mean", "hwm_gradient": True}
 
     def __init__(self, name, *, objective_name=None, config_overrides=None):

@@ -158,11 +158,13 @@ class CollaborativeBranches(BranchDistillation):
 class DiversePeers(BranchDistillation):
     """OKDDip: peers distil from attention-weighted peers, the leader (last) from their mean.
 
-    Default 4 branches (3 peers and the leader) where a run leaves the number to the
-    method; fewer than 3 are refused (with one peer the attention is the constant 1).
+    A comparison gives it 4 branches (3 peers and the leader, the authors' default)
+    when the base has fewer; fewer than 3 are refused (with one peer the attention
+    is the constant 1 and the method degenerates).
     """
 
     min_branches = 3
+    default_num_students = 4
 
     def modules(self, network):
         features = network.output["features"]

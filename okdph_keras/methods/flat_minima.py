@@ -118,7 +118,7 @@ class MeanTeacher(Method):
     def total_loss(self, *, student_ce, hwm_ce, kd, settings, epoch):
         del hwm_ce
         weight = settings["beta"] * branch_losses.rampup(epoch, settings["rampup_epochs"])
-        return student_ce[0] + weight * kd[0]
+        return student_ce[0] + tf.cast(weight, kd[0].dtype) * kd[0]
 
     def after_step(self, model, step):
         student, teacher = model.students

@@ -7,6 +7,9 @@ asymmetric "same" padding, so feature maps line up with the PyTorch models.
 """
 
 import keras
+import tensorflow as tf
+
+from okdph_keras.validation import check_number
 
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
@@ -125,3 +128,49 @@ def bn_relu_conv(x, filters, kernel_size, *, name=None):
 
 def _suffix(name, suffix):
     return f"{name}_{suffix}" if name else None
+
+
+def scale_gradient(x, scale):
+    """Identity forward, gradient times `scale` backward (CL-ILR's 1/m at the split).
+
+    Args:
+        x: a float tensor.
+        scale: a number or scalar tensor.
+
+    Returns:
+        A tensor equal to `x`.
+
+    Example:
+        >>> shared = scale_gradient(trunk(images), 1.0 / num_branches)
+    """
+
+    @tf.custom_gradient
+    def identity(value):
+        def grad(upstream):
+            return upstream * tf.cast(scale, upstream.dtype)
+
+        return tf.identity(value), grad
+
+    return identity(x)
+
+
+@keras.saving.register_keras_serializable(package="okdph_keras")
+class GradientScale(keras.layers.Layer):
+    """Identity forward, gradient times `scale` backward: CL-ILR's 1/m at the trunk's split.
+
+    Args:
+        scale: the factor, a number.
+
+    Example:
+        >>> maps = GradientScale(1 / num_branches)(trunk_maps)
+    """
+
+    def __init__(self, scale, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = check_number("scale", scale)
+
+    def call(self, inputs):
+        return scale_gradient(inputs, self.scale)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}

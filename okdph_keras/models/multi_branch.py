@@ -22,10 +22,10 @@ import inspect
 
 import keras
 
-from okdph_keras.baselines.branch_layers import GradientScale
 from okdph_keras.models.cifar_resnet import resnet32_split, resnet110_split
 from okdph_keras.models.densenet import densenet_40_12_split
 from okdph_keras.models.imagenet_resnet import resnet18_split, resnet34_split, resnet50_split
+from okdph_keras.models.layers import GradientScale
 from okdph_keras.models.registry import MODELS
 from okdph_keras.models.small_cnn import small_cnn_split
 from okdph_keras.models.vgg import vgg16_split
