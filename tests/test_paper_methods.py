@@ -106,8 +106,11 @@ def test_one_total_matches_numpy_at_a_ramped_weight(rng):
 
 
 def test_cl_ilr_scales_the_trunk_gradient_by_one_over_m(rng):
-    scaled = branch_network(3, split_gradient_scale=1.0 / 3.0)
-    plain = branch_network(3)
+    build = methods.get("cl_ilr").network_builder(
+        "small_cnn", NUM_CLASSES, IMAGE_SHAPE, num_students=3
+    )
+    scaled = build()  # the method's own network
+    plain = multi_branch("small_cnn", NUM_CLASSES, IMAGE_SHAPE, branches=3)
     plain.set_weights(scaled.get_weights())
     images = tf.constant(rng.uniform(0, 1, (4, *IMAGE_SHAPE)).astype("float32"))
     upstream = tf.constant(rng.normal(0, 1, (4, 3, NUM_CLASSES)).astype("float32"))
