@@ -189,3 +189,25 @@ def test_multi_branch_methods_train_save_and_export_each_branch(tmp_path, rng, n
     np.testing.assert_allclose(loaded(test_images).numpy(), logits, rtol=1e-6, atol=1e-6)
     assert len(loaded.students) == len(model.students)
     loaded.fit(images, labels, batch_size=8, epochs=1, verbose=0)  # resumes training
+
+
+def test_module_parameter_counts_match_the_hand_computed_figures():
+    # ResNet-32 on CIFAR-10 (BASELINES.md 2.2-2.6): trunk output 32 channels, branch features 64.
+    def count(module):
+        return sum(int(np.prod(v.shape)) for v in module.trainable_variables)
+
+    def model(name, branches):
+        build = methods.get(name).network_builder(
+            "resnet32", 10, (32, 32, 3), num_students=branches
+        )
+        return OKDPH(build, objective=name, seed=0)
+
+    one = model("one", 2).students
+    assert count(one[1]) == (32 * 2 + 2) + 2 * 2  # Dense(32 -> m) + BatchNorm(m) scale, offset
+    okddip = model("okddip", 4).students
+    assert count(okddip[1]) == 2 * 64 * 8  # W_q, W_k: 64 -> 8, no bias
+    ffl = model("ffl", 2).students
+    assert count(ffl[1]) == 9728 + 64 * 10 + 10  # the fusion module and its classifier
+    pcl = model("pcl", 2).students
+    assert count(pcl[1]) == 2 * 64 * 10 + 10  # en_fc on the concatenated features
+    assert count(pcl[2]) == count(pcl[0])  # the temporal mean: the network's shape
