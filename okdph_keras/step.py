@@ -79,6 +79,11 @@ def forward(
         A `StepOutputs`.
     """
     method = methods.get(objective, what="objective", trainable_by_model=True)
+    if method.uses_epoch and epoch is None:
+        raise ValueError(
+            f"objective={objective!r} ramps its losses up over the epochs: pass epoch= "
+            "(OKDPH keeps it in its `epoch` variable)."
+        )
     settings = method.settings(settings)
     outputs = method.network_outputs(
         students,
@@ -88,11 +93,6 @@ def forward(
         hwm_gradient=settings["hwm_gradient"],
         hwm_state=hwm_state,
     )
-    if method.uses_epoch and epoch is None:
-        raise ValueError(
-            f"objective={objective!r} ramps its losses up over the epochs: pass epoch= "
-            "(OKDPH keeps it in its `epoch` variable)."
-        )
     terms = method.losses(labels, outputs, settings, epoch=epoch, training=training)
     return StepOutputs(
         outputs["students"],

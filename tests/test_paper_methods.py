@@ -31,6 +31,20 @@ def branch_network(branches, **options):
     )
 
 
+def assert_follows_as_ema(model, batch, *, source, target, max_decay, steps=3):
+    """Trains `steps` batches and checks `target`'s trainable weights against a numpy EMA
+    of `source`'s, `a = min(1 - 1/(s+1), max_decay)` with `s` the steps taken."""
+    expected = [v.numpy() for v in target.trainable_variables]
+    for steps_taken in range(1, steps + 1):
+        model.train_on_batch(*batch)
+        a = min(1.0 - 1.0 / (steps_taken + 1), max_decay)
+        expected = [
+            a * t + (1 - a) * s.numpy() for t, s in zip(expected, source.trainable_variables)
+        ]
+    for variable, value in zip(target.trainable_variables, expected):
+        np.testing.assert_allclose(variable.numpy(), value, rtol=1e-5, atol=1e-6)
+
+
 def compiled(model, learning_rate=0.05):
     model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9))
     return model
@@ -52,17 +66,8 @@ def test_mean_teacher_loss_is_ce_plus_ramped_softmax_mse(rng):
 def test_mean_teacher_follows_the_student_as_a_hand_rolled_ema(rng):
     model = compiled(OKDPH(tiny_student, objective="mean_teacher", identical_init=False, seed=0))
     student, teacher = model.students
-    expected = [v.numpy() for v in teacher.trainable_variables]
     teacher_statistics = [v.numpy() for v in teacher.non_trainable_variables]
-    images, labels = data(rng, 3)
-    for steps_taken in (1, 2, 3):
-        model.train_on_batch(images, labels)
-        a = min(1.0 - 1.0 / (steps_taken + 1), 0.99)
-        expected = [
-            a * t + (1 - a) * s.numpy() for t, s in zip(expected, student.trainable_variables)
-        ]
-    for variable, value in zip(teacher.trainable_variables, expected):
-        np.testing.assert_allclose(variable.numpy(), value, rtol=1e-5, atol=1e-6)
+    assert_follows_as_ema(model, data(rng, 3), source=student, target=teacher, max_decay=0.99)
     # Its BatchNorm statistics are its own (from its forward passes), not averaged.
     moved = [
         not np.allclose(v.numpy(), s)
@@ -140,16 +145,7 @@ def test_pcl_temporal_mean_follows_the_network_as_a_hand_rolled_ema(rng):
         OKDPH(lambda: branch_network(2, per_branch_inputs=True), objective="pcl", seed=0)
     )
     network, ensemble, mean = model.students
-    expected = [v.numpy() for v in mean.trainable_variables]
-    images, labels = data(rng, 3)
-    for steps_taken in (1, 2, 3):
-        model.train_on_batch(images, labels)
-        a = min(1.0 - 1.0 / (steps_taken + 1), 0.999)
-        expected = [
-            a * t + (1 - a) * s.numpy() for t, s in zip(expected, network.trainable_variables)
-        ]
-    for variable, value in zip(mean.trainable_variables, expected):
-        np.testing.assert_allclose(variable.numpy(), value, rtol=1e-5, atol=1e-6)
+    assert_follows_as_ema(model, data(rng, 3), source=network, target=mean, max_decay=0.999)
     assert ensemble.kernel.shape == (2 * network.output["features"].shape[-1], NUM_CLASSES)
 
 

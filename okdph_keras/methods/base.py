@@ -1,5 +1,7 @@
 """`Method`: independent training, and every hook a method may override."""
 
+import functools
+
 import keras
 import tensorflow as tf
 
@@ -143,7 +145,10 @@ class Method:
             A dict: `student_ce` (one scalar per peer), `hwm_ce` (or None), `kd`
             (one scalar per peer) and `total`, the loss to differentiate.
         """
-        cross_entropy = self.cross_entropy if training else _plain_cross_entropy
+        # Out of training every peer reports the plain CE (the base method's).
+        cross_entropy = (
+            self.cross_entropy if training else functools.partial(Method.cross_entropy, self)
+        )
         student_ce = [cross_entropy(labels, z, settings) for z in outputs["students"]]
         hwm_ce = None if outputs["hwm"] is None else losses.cross_entropy(labels, outputs["hwm"])
         kd = self.distillation_terms(outputs, settings)
@@ -210,8 +215,3 @@ class Method:
     def finish_training(self, model):
         """What `fit()` does to the weights when training ends, before the callbacks' end."""
         del model
-
-
-def _plain_cross_entropy(labels, logits, settings):
-    del settings
-    return losses.cross_entropy(labels, logits)
