@@ -46,30 +46,56 @@ def network_logits(
         students: list of M homogeneous `keras.Model`s.
         views: list of M+1 image batches (students first, then the HWM).
         coefficients: tensor `[M]`, the hybridization weights r.
+        hwm_gradient, training, hwm_state: see `hybrid_logits`.
+
+    Returns:
+        `(student_logits, hwm_logits)`: a list of M tensors and one tensor.
+    """
+    student_logits = [student(view, training=training) for student, view in zip(students, views)]
+    hwm_logits = hybrid_logits(
+        students,
+        views[len(students)],
+        coefficients,
+        hwm_gradient=hwm_gradient,
+        training=training,
+        hwm_state=hwm_state,
+    )
+    return student_logits, hwm_logits
+
+
+def hybrid_logits(
+    students, images, coefficients, *, hwm_gradient=True, training=True, hwm_state=None
+):
+    """Logits of the HWM `sum_m r_m theta_m` of `students` on `images`.
+
+    The HWM runs through `students[0].stateless_call` on the hybrid values, so no
+    weights are copied and no student's state changes because of it.
+
+    Args:
+        students: list of M homogeneous `keras.Model`s.
+        images: the HWM's image batch.
+        coefficients: tensor `[M]`, the hybridization weights r.
         hwm_gradient: see `hybrid_values`.
-        training: the networks' mode.
+        training: the network's mode.
         hwm_state: the HWM's own integer state (its dropout seeds), one
             variable per integer non-trainable variable of `students[0]`, in
             order; advanced in training, so the HWM draws its own masks. None:
             `students[0]`'s state is used and not advanced.
 
     Returns:
-        `(student_logits, hwm_logits)`: a list of M tensors and one tensor. The
-        HWM runs through `students[0].stateless_call` on the hybrid values, so
-        no weights are copied and no student's state changes because of it.
+        A tensor `[B, num_classes]`.
     """
-    student_logits = [student(view, training=training) for student, view in zip(students, views)]
     trainable, non_trainable = hybrid_values(students, coefficients, hwm_gradient)
     positions = integer_positions(students[0])
     for position, state in zip(positions, hwm_state or ()):
         non_trainable[position] = tf.convert_to_tensor(state)
-    hwm_logits, updated = students[0].stateless_call(
-        trainable, non_trainable, views[len(students)], training=training
+    logits, updated = students[0].stateless_call(
+        trainable, non_trainable, images, training=training
     )
     if hwm_state and training:
         for position, state in zip(positions, hwm_state):
             state.assign(updated[position])
-    return student_logits, hwm_logits
+    return logits
 
 
 def integer_positions(student):

@@ -54,7 +54,7 @@ def convex_combination(value_lists, coefficients):
     return combined
 
 
-def sample_coefficients(mode, num_networks, seed=None):
+def sample_coefficients(mode, num_networks, seed=None, *, samples=None):
     """Draws the hybridization coefficients r for one batch.
 
     Args:
@@ -64,18 +64,21 @@ def sample_coefficients(mode, num_networks, seed=None):
         seed: for `"dirichlet"`, a stateless seed: an integer tensor of shape
             `[2]`, such as `[run_seed, step]`. The same seed gives the same
             coefficients, on every replica and after a resume.
+        samples: None for one vector `[M]`, or K >= 1 for K independent
+            vectors `[K, M]` (several hybrid models per batch).
 
     Returns:
-        A float32 tensor of shape `[M]` on the simplex.
+        A float32 tensor of shape `[M]` (or `[K, M]`) on the simplex.
 
     Example:
         >>> sample_coefficients("dirichlet", 3, seed=[42, 7])  # differs per step
     """
     check_choice("mode", mode, HYBRID_MODES)
+    shape = [num_networks] if samples is None else [samples, num_networks]
     if mode == "mean":
-        return tf.fill([num_networks], 1.0 / num_networks)
+        return tf.fill(shape, 1.0 / num_networks)
     if seed is None:
         fail("seed", seed, "a stateless seed (an integer tensor of shape [2]) for mode='dirichlet'")
     # Dir(1, ..., 1) is a vector of Gamma(1) draws normalised to sum to 1.
-    draws = tf.random.stateless_gamma([num_networks], seed=seed, alpha=1.0)
-    return draws / tf.reduce_sum(draws)
+    draws = tf.random.stateless_gamma(shape, seed=seed, alpha=1.0)
+    return draws / tf.reduce_sum(draws, axis=-1, keepdims=True)

@@ -7,7 +7,6 @@ import keras
 import tensorflow as tf
 
 from okdph_keras import distribute, hwm, hyperparameters, methods, step, sync_batchnorm, validation
-from okdph_keras import hybrid as hybrid_lib
 from okdph_keras import students as students_lib
 from okdph_keras.callbacks import EpochCounter
 from okdph_keras.network_metrics import NetworkMetrics
@@ -165,19 +164,23 @@ class OKDPH(NetworkMetrics, keras.Model):
         self.built = True
 
     def _create_hwm_state(self):
-        """The HWM's own integer state, as variables (`hwm.initial_integer_state`)."""
+        """Every HWM's own integer state, as variables (`hwm.initial_integer_state`):
+        one list per hybrid group (`Method.hybrid_groups`), concatenated."""
         state = []
-        for name, value in hwm.initial_integer_state(self.students[0], self.seed):
-            variable = self.add_weight(
-                name=name,
-                shape=value.shape,
-                dtype=value.dtype,
-                initializer="zeros",
-                trainable=False,
-                aggregation="none",
-            )
-            variable.assign(value)
-            state.append(variable)
+        for group, (start, _) in enumerate(self._method.hybrid_groups(self.students)):
+            prefix = "hwm" if group == 0 else f"hwm{group}"
+            seed = self.seed + 7919 * group  # each group's HWM draws its own masks
+            for name, value in hwm.initial_integer_state(self.students[start], seed):
+                variable = self.add_weight(
+                    name=name.replace("hwm", prefix, 1),
+                    shape=value.shape,
+                    dtype=value.dtype,
+                    initializer="zeros",
+                    trainable=False,
+                    aggregation="none",
+                )
+                variable.assign(value)
+                state.append(variable)
         return state
 
     # -------------------------------------------------------------- training
@@ -221,8 +224,10 @@ class OKDPH(NetworkMetrics, keras.Model):
             seed = tf.stack(
                 [tf.constant(self.seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)]
             )
-        coefficients = hybrid_lib.sample_coefficients(self.hybrid, len(self.students), seed)
-        self.coefficients.assign(coefficients)
+        coefficients = self._method.draw_coefficients(
+            self.hybrid, self.students, seed, self.settings
+        )
+        self.coefficients.assign(self._method.fusion_coefficients(coefficients))
         return coefficients
 
     def train_step(self, data):
@@ -297,8 +302,9 @@ class OKDPH(NetworkMetrics, keras.Model):
 
     def call(self, inputs, training=False):
         """Logits `[B, M+1, num_classes]`: every peer's, then the HWM's (`[B, M, ...]`
-        for an objective without an HWM, such as the multi-branch methods)."""
-        views, _ = students_lib.split_views(inputs, self.students[0], self.num_students)
+        for an objective without an HWM, such as the multi-branch methods; with
+        groups, one HWM per group of two or more, `network_names()`)."""
+        views, _ = self._split_views(inputs)
         outputs = self._method.network_outputs(
             self.students,
             views,
@@ -307,8 +313,8 @@ class OKDPH(NetworkMetrics, keras.Model):
             hwm_gradient=True,
             hwm_state=self.hwm_state,
         )
-        hwm_logits = [] if outputs["hwm"] is None else [outputs["hwm"]]
-        return tf.stack(outputs["students"] + hwm_logits, axis=1)
+        hwm_logits = outputs.get("hwms", [] if outputs["hwm"] is None else [outputs["hwm"]])
+        return tf.stack(outputs["students"] + list(hwm_logits), axis=1)
 
     def fit(self, *args, callbacks=None, **kwargs):
         """`keras.Model.fit`, with `callbacks.EpochCounter` added for an objective that
@@ -341,26 +347,42 @@ class OKDPH(NetworkMetrics, keras.Model):
             raise ValueError("OKDPH needs labels: feed (views, labels) pairs.")
         if sample_weight is not None:
             raise ValueError("OKDPH does not support sample weights.")
-        views, shared = students_lib.split_views(x, self.students[0], self.num_students)
+        views, shared = self._split_views(x)
         return views, students_lib.check_labels(y, self.students[0]), shared
 
+    def _split_views(self, x):
+        return students_lib.split_views(x, self.students[0], self.network_names())
+
+    def network_names(self):
+        """The networks that take a view, in the order of the views: `student_0`, ...,
+        then the HWM (`hwm`, or `hwm_<g>` for each group g with one)."""
+        return self._method.network_names(self.students)
+
     # --------------------------------------------------------------- the HWM
-    def hybrid_model(self):
+    def hybrid_model(self, group=0):
         """A new `keras.Model` holding the current HWM, `sum_m r_m theta_m`.
 
         A snapshot with `r = self.coefficients` (the last batch's; 1/M in
         `"mean"` mode), cloned on every call; evaluate, save or export it as any
         Keras model.
-        """
-        self._check_has_hwm()
-        return hwm.snapshot(self.students, self.coefficients)
 
-    def _check_has_hwm(self):
-        if not self._method.has_hwm:
+        Args:
+            group: which HWM, for students in groups (`objective="okdph_groups"`):
+                its index among the groups that have one (0 otherwise).
+        """
+        groups = self._hybrid_groups()
+        group = validation.check_integer("group", group, low=0, high=len(groups) - 1)
+        start, stop = groups[group]
+        return hwm.snapshot(self.students[start:stop], self.coefficients[start:stop])
+
+    def _hybrid_groups(self):
+        groups = self._method.hybrid_groups(self.students)
+        if not groups:
             raise ValueError(
-                f"objective={self.objective!r} trains no separate students of one "
+                f"objective={self.objective!r} trains no group of separate students of one "
                 "architecture, so it has no hybrid-weight model to snapshot or fuse."
             )
+        return groups
 
     def fuse(self, gamma):
         """Fusion: theta_m <- gamma * theta_h + (1 - gamma) * theta_m for every student.
@@ -375,15 +397,20 @@ class OKDPH(NetworkMetrics, keras.Model):
             gamma: fusion ratio in [0, 1]; 1 copies the HWM into every student.
         """
         gamma = validation.check_number("gamma", gamma, low=0.0, high=1.0)
-        self._check_has_hwm()
+        self._hybrid_groups()
         if self._fuse_function is None:
             self._fuse_function = tf.function(self._fuse, autograph=False)
         self._fuse_function(tf.constant(gamma, tf.float32))
 
     def _fuse(self, gamma):
-        hwm.fuse(
-            self.students, tf.convert_to_tensor(self.coefficients), gamma, self.distribute_strategy
-        )
+        coefficients = tf.convert_to_tensor(self.coefficients)
+        for start, stop in self._hybrid_groups():  # each group toward its own HWM
+            hwm.fuse(
+                self.students[start:stop],
+                coefficients[start:stop],
+                gamma,
+                self.distribute_strategy,
+            )
 
     # ---------------------------------------------------------- serialization
     def save_own_variables(self, store):

@@ -13,7 +13,8 @@ class NetworkMetrics:
 
     The trackers are attributes of the model, so Keras resets and saves them as
     any model's metrics. Reported names: `loss`, `student_<m>_ce`,
-    `student_<m>_accuracy`, `hwm_ce`, `hwm_accuracy`, `ensemble_ce`,
+    `student_<m>_accuracy`, `hwm_ce` and `hwm_accuracy` (`<name>_ce`, ... for each of
+    `Method.hwm_names`), `ensemble_ce`,
     `ensemble_accuracy` (the students' mean logits) and `kd_loss`.
     """
 
@@ -25,8 +26,9 @@ class NetworkMetrics:
         self.student_accuracy_trackers = [
             accuracy(name=f"student_{m}_accuracy") for m in range(self.num_students)
         ]
-        self.hwm_ce_tracker = mean(name="hwm_ce")
-        self.hwm_accuracy_tracker = accuracy(name="hwm_accuracy")
+        hwm_names = self._method.hwm_names(self.students) or ["hwm"]
+        self.hwm_ce_trackers = [mean(name=f"{name}_ce") for name in hwm_names]
+        self.hwm_accuracy_trackers = [accuracy(name=f"{name}_accuracy") for name in hwm_names]
         self.ensemble_ce_tracker = mean(name="ensemble_ce")
         self.ensemble_accuracy_tracker = accuracy(name="ensemble_accuracy")
 
@@ -35,8 +37,7 @@ class NetworkMetrics:
         return [
             self.loss_tracker,
             *itertools.chain(*zip(self.student_ce_trackers, self.student_accuracy_trackers)),
-            self.hwm_ce_tracker,
-            self.hwm_accuracy_tracker,
+            *itertools.chain(*zip(self.hwm_ce_trackers, self.hwm_accuracy_trackers)),
             self.ensemble_ce_tracker,
             self.ensemble_accuracy_tracker,
             self.kd_tracker,
@@ -46,9 +47,8 @@ class NetworkMetrics:
         """The trackers' results; without the HWM's when it did not run."""
         reported = self.metrics
         if not hwm_ran:  # report nothing rather than zeros
-            reported = [
-                m for m in reported if m not in (self.hwm_ce_tracker, self.hwm_accuracy_tracker)
-            ]
+            hwm_trackers = self.hwm_ce_trackers + self.hwm_accuracy_trackers
+            reported = [m for m in reported if all(m is not t for t in hwm_trackers)]
         return {metric.name: metric.result() for metric in reported}
 
     def _update_metrics(self, outputs, labels, weight):
@@ -66,11 +66,12 @@ class NetworkMetrics:
             self.student_accuracy_trackers[m].update_state(
                 labels, outputs.student_logits[m], sample_weight=example_weights
             )
-        if outputs.hwm_logits is not None:  # baselines train without the HWM
-            self.hwm_ce_tracker.update_state(outputs.hwm_ce, sample_weight=batch_size)
-            self.hwm_accuracy_tracker.update_state(
-                labels, outputs.hwm_logits, sample_weight=example_weights
-            )
+        # Baselines train without the HWM: then `outputs.hwms` is empty.
+        for (logits, ce), ce_tracker, accuracy_tracker in zip(
+            outputs.hwms, self.hwm_ce_trackers, self.hwm_accuracy_trackers
+        ):
+            ce_tracker.update_state(ce, sample_weight=batch_size)
+            accuracy_tracker.update_state(labels, logits, sample_weight=example_weights)
         ensemble = tf.add_n([losses.full_precision(z) for z in outputs.student_logits]) / float(
             self.num_students
         )

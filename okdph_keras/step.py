@@ -24,6 +24,8 @@ class StepOutputs(NamedTuple):
         hwm_ce: scalar, CE(z_h, y), or None with `hwm_logits`.
         kd: list of M scalars, student m's distillation term (see `forward`).
         total: scalar, sum_m L_m (without weight decay).
+        hwms: `(logits, ce)` of every reported HWM (`Method.hwm_names`), the
+            first being `(hwm_logits, hwm_ce)`; empty without an HWM.
     """
 
     student_logits: list
@@ -32,6 +34,7 @@ class StepOutputs(NamedTuple):
     hwm_ce: tf.Tensor
     kd: list
     total: tf.Tensor
+    hwms: list = ()
 
 
 def forward(
@@ -94,6 +97,9 @@ def forward(
         hwm_state=hwm_state,
     )
     terms = method.losses(labels, outputs, settings, epoch=epoch, training=training)
+    hwms = terms.get("hwms")
+    if hwms is None:
+        hwms = [] if outputs["hwm"] is None else [(outputs["hwm"], terms["hwm_ce"])]
     return StepOutputs(
         outputs["students"],
         outputs["hwm"],
@@ -101,6 +107,7 @@ def forward(
         terms["hwm_ce"],
         terms["kd"],
         terms["total"],
+        hwms,
     )
 
 

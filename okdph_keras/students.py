@@ -123,26 +123,26 @@ def input_rank(model):
         return 4
 
 
-def split_views(x, student, num_students):
+def split_views(x, student, network_names):
     """One image batch per network, and whether all networks share one.
 
     Args:
-        x: a tuple of M+1 batches `[B, H, W, C]`, a tensor `[B, M+1, H, W, C]`,
-            or one batch `[B, H, W, C]` for every network.
+        x: a tuple of one batch `[B, H, W, C]` per network, a tensor
+            `[B, N, H, W, C]` (N networks), or one batch `[B, H, W, C]` for
+            every network.
         student: a student, for the image rank and channels it takes.
-        num_students: M.
+        network_names: the networks that take a view, in order
+            (`Method.network_names`: the students, then the HWMs).
 
     Returns:
-        `(views, shared)`: a list of M+1 batches, and whether they are one batch.
+        `(views, shared)`: a list of one batch per network, and whether they are one batch.
     """
-    num_views = num_students + 1
+    num_views = len(network_names)
+    expected = f"{num_views} views, one per network ({', '.join(network_names)})"
     image_rank = input_rank(student)
     if isinstance(x, (list, tuple)):
         if len(x) != num_views:
-            raise ValueError(
-                f"OKDPH with {num_students} students takes {num_views} views "
-                f"(one per student, then the HWM); got {len(x)}."
-            )
+            raise ValueError(f"OKDPH takes {expected}; got {len(x)}.")
         views = list(x)
         for index, view in enumerate(views):
             check_view(student, index, tf.TensorShape(getattr(view, "shape", None)))
@@ -157,14 +157,14 @@ def split_views(x, student, num_students):
     if rank == image_rank + 1:
         if x.shape[1] is not None and x.shape[1] != num_views:
             raise ValueError(
-                f"OKDPH with {num_students} students takes {num_views} views "
-                f"on axis 1 of a [B, M+1, ...] tensor; got shape {x.shape}."
+                f"OKDPH takes {expected} on axis 1 of a [B, {num_views}, ...] tensor; "
+                f"got shape {x.shape}."
             )
         check_view(student, 0, x.shape[:1] + x.shape[2:])
         return tf.unstack(x, num=num_views, axis=1), False
     raise ValueError(
         f"OKDPH expected images of rank {image_rank} (one batch shared by "
-        f"every network) or rank {image_rank + 1} ([B, M+1, ...], one view "
+        f"every network) or rank {image_rank + 1} ([B, {num_views}, ...], one view "
         f"per network); got shape {x.shape}."
     )
 

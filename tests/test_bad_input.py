@@ -505,13 +505,14 @@ CASES = [
     pytest.param(
         fit_views_tuple_of_2,
         ValueError,
-        r"OKDPH with 2 students takes 3 views \(one per student, then the HWM\); got 2",
+        r"OKDPH takes 3 views, one per network \(student_0, student_1, hwm\); got 2",
         id="fit_tuple_of_2_views",
     ),
     pytest.param(
         fit_views_tensor_of_4,
         ValueError,
-        r"takes 3 views on axis 1 of a \[B, M\+1, \.\.\.\] tensor; got shape \(\w+, 4, 8, 8, 1\)",
+        r"takes 3 views, one per network \(student_0, student_1, hwm\) on axis 1 of a "
+        r"\[B, 3, \.\.\.\] tensor; got shape \(\w+, 4, 8, 8, 1\)",
         id="fit_tensor_of_4_views",
     ),
     pytest.param(
@@ -661,8 +662,8 @@ NAMES = {
         "homogeneous (same variables, shapes and dtypes",
     ),
     "okdph_unknown_hybrid": ("hybrid='median'", "('mean', 'dirichlet')"),
-    "fit_tuple_of_2_views": ("got 2", "takes 3 views (one per student, then the HWM)"),
-    "fit_tensor_of_4_views": (", 4, 8, 8, 1)", "takes 3 views on axis 1"),
+    "fit_tuple_of_2_views": ("got 2", "takes 3 views, one per network (student_0, student_1, hwm)"),
+    "fit_tensor_of_4_views": (", 4, 8, 8, 1)", "hwm) on axis 1 of a [B, 3, ...] tensor"),
     "fit_label_equal_to_num_classes": ("got label] [5]", LABEL),
     "fit_label_negative": ("got label] [-1]", LABEL),
     "evaluate_label_out_of_range": ("got label] [5]", LABEL),

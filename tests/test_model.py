@@ -113,7 +113,7 @@ def test_wrong_inputs_raise_clear_errors(batch):
     model = compiled()
     with pytest.raises(ValueError, match="takes 3 views.*got 2"):
         model((views[:, 0], views[:, 1]))
-    with pytest.raises(ValueError, match=r"takes 3 views on axis 1.*\(16, 2, 8, 8, 1\)"):
+    with pytest.raises(ValueError, match=r"takes 3 views.* on axis 1.*\(16, 2, 8, 8, 1\)"):
         model(views[:, :2])
     with pytest.raises(ValueError, match=r"images of rank 4 .* or rank 5 .*got shape \(16, 8, 8\)"):
         model(images[..., 0])

@@ -109,6 +109,42 @@ class Method:
         """How many peers the networks hold, each reported as `student_<m>`."""
         return len(networks)
 
+    def hybrid_groups(self, networks):
+        """`(start, stop)` of every group of `networks` that has an HWM, in order.
+
+        By default the peers form one group when the method has an HWM.
+        """
+        return [(0, len(networks))] if self.has_hwm else []
+
+    def network_names(self, networks):
+        """The networks that take a view, in the order of the views: peers, then HWMs.
+
+        A method without an HWM still takes the HWM's view (and ignores it), so
+        every method trains on the same pipeline.
+        """
+        return [f"student_{m}" for m in range(self.num_peers(networks))] + ["hwm"]
+
+    def hwm_names(self, networks):
+        """The names under which the HWMs are reported (`hwm_ce`, `hwm_accuracy`)."""
+        return ["hwm"] if self.has_hwm else []
+
+    def draw_coefficients(self, mode, networks, seed, settings):
+        """This batch's hybridization coefficients for `step.forward` (`hybrid.sample_coefficients`).
+
+        Args:
+            mode: `"mean"` or `"dirichlet"`.
+            networks: the networks `OKDPH` holds.
+            seed: the batch's stateless seed `[2]` for `"dirichlet"`.
+            settings: the step's hyperparameters.
+        """
+        del settings
+        return hybrid.sample_coefficients(mode, len(networks), seed)
+
+    def fusion_coefficients(self, coefficients):
+        """The coefficients `OKDPH` keeps from a batch's draw: those fusion, `hybrid_model`
+        and evaluation use (a vector with one weight per network)."""
+        return coefficients
+
     def student_models(self, networks):
         """One plain `keras.Model` per peer, mapping images to logits: what is exported."""
         return list(networks)
