@@ -71,6 +71,7 @@ class Config:
     beta: float = _hyperparameter("beta")
     temperature: float = _hyperparameter("temperature")
     hybrid: str = _hyperparameter("hybrid")
+    hybrid_samples: int = _hyperparameter("hybrid_samples")
     hwm_gradient: bool = _hyperparameter("hwm_gradient")
     fusion_gamma: float = _hyperparameter("fusion_gamma")
     fusion_every: int = _hyperparameter("fusion_every")

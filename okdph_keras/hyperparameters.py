@@ -55,6 +55,11 @@ HYPERPARAMETERS = {
         _choice(HYBRID_MODES),
         HYBRID_MODES,
     ),
+    "hybrid_samples": Hyperparameter(
+        int,
+        "Hybrid-weight models per batch K (okdph_multi_hwm): K Dirichlet draws, mean HWM CE.",
+        functools.partial(validation.check_integer, low=1),
+    ),
     "hwm_gradient": Hyperparameter(
         bool,
         "The HWM's loss reaches the students (the paper) or not (the reference code).",

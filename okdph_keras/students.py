@@ -40,14 +40,7 @@ def make_students(students, num_students):
         )
     if len(students) < 2:
         raise ValueError(f"OKDPH needs at least 2 students; got {len(students)}.")
-    for m, student in enumerate(students):
-        if not isinstance(student, keras.Model):
-            raise ValueError(f"Student {m} is a {type(student).__name__}, not a keras.Model.")
-        if not student.built or not student.trainable_variables:
-            raise ValueError(
-                f"Student {m} ({student.name}) has no variables yet: build it before "
-                "handing it to OKDPH (start it with keras.Input, or call it on a batch)."
-            )
+    _check_built(students, first=0)
     if len({id(s) for s in students}) != len(students):
         raise ValueError("The same model object appears twice among the students.")
     _check_homogeneous(students)
@@ -211,3 +204,102 @@ def check_labels(labels, student):
     )
     with tf.control_dependencies([check]):
         return tf.cast(tf.identity(labels), tf.int32)
+
+
+def make_groups(groups):
+    """The flat list of students `OKDPH(objective="okdph_groups")` holds, checked.
+
+    Args:
+        groups: a list of groups, each a `(builder, count)` pair or a list of
+            built models of one architecture (a group of one: a one-model
+            list); or a flat list of models, read as groups of consecutive
+            models of one architecture (what a saved model holds).
+
+    Returns:
+        The students, group by group; `group_bounds` recovers the groups.
+    """
+    if not isinstance(groups, (list, tuple)) or not groups:
+        validation.fail(
+            "students",
+            groups,
+            "a non-empty list of groups, each a (builder, count) pair or a list of models",
+        )
+    if all(isinstance(g, keras.Model) for g in groups):  # a flat list: the groups it holds
+        flat = list(groups)
+        groups = [flat[start:stop] for start, stop in group_bounds(flat)]
+    members = [_group_members(index, group) for index, group in enumerate(groups)]
+    for index, group in enumerate(members):
+        _check_built(group, first=sum(len(g) for g in members[:index]))
+        try:
+            _check_homogeneous(group)
+        except ValueError as error:
+            raise ValueError(f"Group {index} mixes architectures: {error}") from None
+    for index in range(1, len(members)):
+        if _signature(members[index][0]) == _signature(members[index - 1][0]):
+            raise ValueError(
+                f"Groups {index - 1} and {index} have the same architecture: make them one "
+                "group (each group has one HWM)."
+            )
+    students = [s for group in members for s in group]
+    if len({id(s) for s in students}) != len(students):
+        raise ValueError("The same model object appears twice among the students.")
+    if not any(len(group) >= 2 for group in members):
+        raise ValueError(
+            f"Groups of sizes {[len(g) for g in members]} have no hybrid-weight model: "
+            "at least one group needs two or more students."
+        )
+    for index, group in enumerate(members[1:], start=1):
+        for what, describe in (("images", input_shape), ("logits", output_width)):
+            mine, theirs = describe(group[0]), describe(members[0][0])
+            mine, theirs = (v[1:] if what == "images" and v else v for v in (mine, theirs))
+            if mine != theirs:
+                raise ValueError(
+                    f"Every group must take the same images and output the same logits: "
+                    f"group 0 {what} {theirs}, group {index} {what} {mine}."
+                )
+    return students
+
+
+def _group_members(index, group):
+    if isinstance(group, keras.Model):
+        return [group]
+    if isinstance(group, (list, tuple)) and len(group) == 2 and callable(group[0]):
+        if not isinstance(group[0], keras.Model):
+            builder, count = group
+            count = validation.check_integer(f"the count of group {index}", count, low=1)
+            return [builder() for _ in range(count)]
+    if (
+        isinstance(group, (list, tuple))
+        and group
+        and all(isinstance(s, keras.Model) for s in group)
+    ):
+        return list(group)
+    validation.fail(
+        f"group {index}", group, "a (builder, count) pair or a non-empty list of keras.Model"
+    )
+
+
+def _check_built(students, *, first):
+    for m, student in enumerate(students, start=first):
+        if not isinstance(student, keras.Model):
+            raise ValueError(f"Student {m} is a {type(student).__name__}, not a keras.Model.")
+        if not student.built or not student.trainable_variables:
+            raise ValueError(
+                f"Student {m} ({student.name}) has no variables yet: build it before "
+                "handing it to OKDPH (start it with keras.Input, or call it on a batch)."
+            )
+
+
+def group_bounds(students):
+    """`(start, stop)` of each run of consecutive students of one architecture."""
+    bounds, start = [], 0
+    for m in range(1, len(students) + 1):
+        if m == len(students) or _signature(students[m]) != _signature(students[start]):
+            bounds.append((start, m))
+            start = m
+    return bounds
+
+
+def _signature(student):
+    variables = list(student.trainable_variables) + list(student.non_trainable_variables)
+    return tuple((tuple(v.shape), str(v.dtype)) for v in variables)

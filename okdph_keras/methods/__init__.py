@@ -31,6 +31,7 @@ from okdph_keras.methods.distillation import (
     HybridDistillation,
     MutualLearning,
 )
+from okdph_keras.methods.extensions import HybridGroups, HybridSamples
 from okdph_keras.methods.flat_minima import (
     MeanTeacher,
     SharpnessAware,
@@ -47,6 +48,8 @@ __all__ = [
     "DiversePeers",
     "FeatureFusion",
     "HybridDistillation",
+    "HybridGroups",
+    "HybridSamples",
     "MeanTeacher",
     "Method",
     "MutualLearning",
@@ -111,6 +114,9 @@ for _method in (
     DiversePeers("okddip"),
     FeatureFusion("ffl"),
     PeerCollaboration("pcl"),
+    # Beyond the paper (issue 14): groups of several architectures, K hybrids per batch.
+    HybridGroups("okdph_groups"),
+    HybridSamples("okdph_multi_hwm"),
     # The paper's OKDPH ablations: OKDPH with one `Config` field changed.
     HybridDistillation(
         "okdph_no_hwm_loss", objective_name="okdph", config_overrides={"omega": 1.0}

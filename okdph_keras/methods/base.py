@@ -186,7 +186,11 @@ class Method:
             self.cross_entropy if training else functools.partial(Method.cross_entropy, self)
         )
         student_ce = [cross_entropy(labels, z, settings) for z in outputs["students"]]
-        hwm_ce = None if outputs["hwm"] is None else losses.cross_entropy(labels, outputs["hwm"])
+        # With several HWMs of the same students (`outputs["hwms"]`), their mean CE.
+        hwms = outputs.get("hwms") or ([] if outputs["hwm"] is None else [outputs["hwm"]])
+        hwm_ce = None
+        if hwms:
+            hwm_ce = tf.add_n([losses.cross_entropy(labels, z) for z in hwms]) / float(len(hwms))
         kd = self.distillation_terms(outputs, settings)
         total = self.total_loss(
             student_ce=student_ce, hwm_ce=hwm_ce, kd=kd, settings=settings, epoch=epoch

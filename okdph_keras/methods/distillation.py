@@ -30,8 +30,8 @@ REFERENCE_SETTINGS = {
 class HybridDistillation(Method):
     """OKDPH: `L_m = omega*CE(z_m) + (1-omega)*CE(z_h) + beta*tau^2*KL(p_e || p_m)`.
 
-    `z_e` is the mean of all M+1 networks' logits, without gradient; the HWM's
-    CE enters the total M times. Trains with `Fusion` unless `fusion_gamma` is 0.
+    `z_e` is the mean of all M+1 networks' logits (of every HWM the step runs,
+    for the extensions), without gradient; the HWM's CE enters the total M times. Trains with `Fusion` unless `fusion_gamma` is 0.
     Defaults: the paper's, or the reference code's table (`REFERENCE_SETTINGS`)
     for the `(dataset, model)` pairs it lists.
     """
@@ -58,7 +58,8 @@ class HybridDistillation(Method):
 
     def distillation_terms(self, outputs, settings):
         logits = [losses.full_precision(z) for z in outputs["students"]]
-        teacher = _mean_teacher(logits + [losses.full_precision(outputs["hwm"])])
+        hwms = outputs.get("hwms") or [outputs["hwm"]]  # every HWM the step ran
+        teacher = _mean_teacher(logits + [losses.full_precision(z) for z in hwms])
         return [losses.distillation_loss(teacher, z, settings["temperature"]) for z in logits]
 
     def total_loss(self, *, student_ce, hwm_ce, kd, settings, epoch):
