@@ -31,7 +31,8 @@ class HybridDistillation(Method):
     """OKDPH: `L_m = omega*CE(z_m) + (1-omega)*CE(z_h) + beta*tau^2*KL(p_e || p_m)`.
 
     `z_e` is the mean of all M+1 networks' logits (of every HWM the step runs,
-    for the extensions), without gradient; the HWM's CE enters the total M times. Trains with `Fusion` unless `fusion_gamma` is 0.
+    for the extensions), without gradient; the HWM's CE enters the total M times.
+    Trains with `Fusion` unless `fusion_gamma` is 0.
     Defaults: the paper's, or the reference code's table (`REFERENCE_SETTINGS`)
     for the `(dataset, model)` pairs it lists.
     """
