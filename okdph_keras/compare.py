@@ -40,6 +40,8 @@ def method_config(base, method, seed, output_dir):
         settings where `base` leaves them unset.
     """
     registered = methods.get(method)
+    if not methods.get(registered.objective_name).takes_groups:
+        base = base.without_groups()  # config.model alone: its own students' views
     overrides = dict(registered.config_overrides, method=registered.config_method)
     wanted = registered.default_num_students
     if wanted and base.num_students < wanted:  # OKDDip: 3 peers and the leader
@@ -119,7 +121,8 @@ def method_settings(config):
     names = [n for n in registered.defaults if n not in ("hybrid", "hwm_gradient")]
     if registered.uses_hwm:
         names = list(registered.defaults)
-    values = [f"students={config.num_students}"]
+    groups = ",".join(f"{model}:{count}" for model, count in config.groups or ())
+    values = [f"students={groups or config.num_students}"]
     values += [f"{name}={getattr(config, name)}" for name in names]
     values.append("views=" + ",".join(config.views))
     return ", ".join(values)
@@ -195,15 +198,17 @@ def format_markdown(summary):
     students = sorted(
         {name for row in methods.values() for name in row if name.startswith("student_")}
     )
-    columns = [*students, "students_mean", "hwm", "ensemble", "exported_student"]
+    hwms = sorted({name for row in methods.values() for name in row if name.startswith("hwm")})
+    columns = [*students, "students_mean", *hwms, "ensemble", "exported_student"]
     header = ["method", *columns]
     if any("sharpness" in row for row in methods.values()):
         header.append(f"sharpness (ρ={summary['flatness_radius']:g})")
+    header.append("wall (s)")
     lines = [
         f"Final test accuracy (%), mean ± std over seeds {summary['seeds']}. "
         "`exported_student` is the student each run chose on its validation split; "
         "sharpness is the mean test-loss increase under random weight perturbations "
-        "(lower is flatter).",
+        "(lower is flatter); wall is each run's training and evaluation time in seconds.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -218,6 +223,9 @@ def format_markdown(summary):
             )
         if "sharpness" in row:
             cells.append(f"{row['sharpness']['mean']:.4f} ± {row['sharpness']['std']:.4f}")
+        elif len(header) > len(columns) + 2:  # a sharpness column, without this row's figure
+            cells.append("")
+        cells.append(f"{row['wall_seconds']['mean']:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     if summary.get("settings"):
         lines += ["", "Settings of each method:", ""]

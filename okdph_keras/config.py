@@ -44,9 +44,11 @@ class Config:
     dataset: str = _field(
         "A TFDS name (cifar10, cifar100, imagenet2012, ...) or image_folder.", flag=False
     )
-    model: str = _field("Student architecture (okdph_keras.models.MODELS).")
+    model: str = _field(
+        "Student architecture (okdph_keras.models.MODELS); with groups, the one exported."
+    )
     views: tuple = _field(
-        "One view per network, students then HWM (default: the dataset's).", item=str
+        "One view per network, students then HWM(s) (default: the dataset's).", item=str
     )
     style: str = _field(
         "Augmentation style: cifar (pad and crop) or imagenet (resized crop).",
@@ -55,6 +57,13 @@ class Config:
     image_size: int = _field("Side of the square images the networks see.")
     normalization: tuple = _field("Per-channel (mean, std) of images in [0, 1].", flag=False)
     data_dir: str = _field("TFDS data directory, or the root of an image tree.", None)
+    groups: tuple = _field(
+        "Students in groups of one architecture, ((architecture, count), ...), for a method "
+        "that takes groups (okdph_groups); None: config.model for every student. The "
+        "recipes' --students=ARCH:COUNT,... sets it.",
+        None,
+        flag=False,
+    )
     epochs: int = _field("Epochs.", 300)
     batch_size: int = _field("Global batch size.", 128)
     learning_rate: float = _field("SGD learning rate.", 0.1)
@@ -111,7 +120,31 @@ class Config:
 
     @property
     def num_students(self):
+        if self.groups:
+            return sum(count for _, count in self.groups)
         return len(self.views) - 1
+
+    def student_groups(self):
+        """`((architecture, count), ...)`: `groups`, or one group of `model`."""
+        return tuple(self.groups) if self.groups else ((self.model, self.num_students),)
+
+    def student_architectures(self):
+        """The architecture of each student, in order (`student_<m>`)."""
+        return [model for model, count in self.student_groups() for _ in range(count)]
+
+    def without_groups(self):
+        """This config for `model` alone: its group's students, each group's views kept.
+
+        For a comparison's methods that take no groups: the small architecture
+        trained alone or homogeneously, with its students' views and the HWM's.
+        """
+        if not self.groups:
+            return self
+        own = [v for v, a in zip(self.views, self.student_architectures()) if a == self.model]
+        if len(own) < 2:  # a group of one: a second student with the same view
+            own *= 2
+        views = tuple(own) + self.views[self.num_students :][:1]
+        return dataclasses.replace(self, groups=None, views=views)
 
     def resolved(self):
         """This config with every unset hyperparameter set to the method's default.
@@ -131,8 +164,8 @@ class Config:
     @classmethod
     def from_json_dict(cls, values):
         values = dict(values)
-        for name in ("views", "normalization", "lr_decay_epochs"):
-            values[name] = _as_tuple(values[name])
+        for name in ("views", "normalization", "lr_decay_epochs", "groups"):
+            values[name] = _as_tuple(values.get(name))
         return cls(**values)
 
 
@@ -142,7 +175,7 @@ def _as_tuple(value):
     return value
 
 
-def default_views(dataset_kind, num_students=2):
+def default_views(dataset_kind, num_students=2, num_hwms=1):
     """The paper's views for M students and the HWM, students first.
 
     Args:
@@ -150,17 +183,52 @@ def default_views(dataset_kind, num_students=2):
         num_students: M. With 2, the dataset's defaults; with 4, the paper's
             four-student setting (hflip, cutout, randaugment, autoaugment;
             HWM none); otherwise the default student views repeated.
+        num_hwms: HWMs (one per group of two or more students, with groups);
+            each takes the HWM's view.
 
     Returns:
-        A tuple of M+1 view names.
+        A tuple of M + num_hwms view names.
     """
     if dataset_kind not in DEFAULT_VIEWS:
         raise ValueError(f"No default views for {dataset_kind!r}; known: {sorted(DEFAULT_VIEWS)}.")
     validation.check_integer("num_students", num_students, low=2)
     if num_students == 4 and dataset_kind != "imagenet":
-        return ("hflip", "cutout", "randaugment", "autoaugment", "none")
+        return ("hflip", "cutout", "randaugment", "autoaugment") + ("none",) * num_hwms
     *students, hwm = DEFAULT_VIEWS[dataset_kind]
-    return tuple(students[m % len(students)] for m in range(num_students)) + (hwm,)
+    return tuple(students[m % len(students)] for m in range(num_students)) + (hwm,) * num_hwms
+
+
+def parse_students(text):
+    """`--students`: a count M, or groups `ARCH:COUNT,...`.
+
+    Args:
+        text: `"4"`, or `"resnet110:2,resnet32:2"`.
+
+    Returns:
+        `(count, groups)`: an int and None, or None and `((arch, count), ...)`.
+
+    Example:
+        >>> parse_students("resnet110:2,resnet32:1")
+        (None, (('resnet110', 2), ('resnet32', 1)))
+    """
+    allowed = "a count (e.g. 2) or groups ARCH:COUNT,... (e.g. resnet110:2,resnet32:2)"
+    text = str(text).strip()
+    if ":" not in text:
+        if not text.isdigit():
+            validation.fail("students", text, allowed)
+        return validation.check_integer("students", int(text), low=2), None
+    groups = []
+    for item in text.split(","):
+        model, _, count = item.strip().partition(":")
+        if not model or not count.isdigit() or int(count) < 1:
+            validation.fail("students", text, allowed + f"; {item!r} is not ARCH:COUNT")
+        groups.append((model, int(count)))
+    return None, tuple(groups)
+
+
+def num_hwms(groups):
+    """The HWMs of `groups`: one per group of two or more students."""
+    return sum(1 for _, count in groups if count >= 2)
 
 
 def reference_config(dataset, model, views, style, image_size, normalization, **overrides):
@@ -197,7 +265,9 @@ def reference_config(dataset, model, views, style, image_size, normalization, **
     if values.get("run_name") is None:
         method = methods.get(values.get("method", Config.method), what="method")
         name = f"{values['dataset']}_{values['model']}{method.run_name_suffix}"
-        name += f"_m{len(values['views']) - 1}_seed{values.get('seed', Config.seed)}"
+        groups = values.get("groups")
+        size = "_".join(f"{m}x{c}" for m, c in groups) if groups else f"m{len(values['views']) - 1}"
+        name += f"_{size}_seed{values.get('seed', Config.seed)}"
         values["run_name"] = name + ("_smoke" if values.get("smoke") else "")
     config = Config(**values)
     validate(config)
@@ -211,7 +281,9 @@ def validate(config):
     validation.check_choice("method", config.method, methods.run_names())
     config.resolved()  # the method's hyperparameters
     validation.check_choice("model", config.model, sorted(MODELS))
-    if not isinstance(config.views, (tuple, list)) or len(config.views) < 3:
+    if config.groups is not None:
+        _check_groups(config)
+    elif not isinstance(config.views, (tuple, list)) or len(config.views) < 3:
         validation.fail(
             "views", config.views, "one view per network: at least 2 students, then the HWM"
         )
@@ -242,6 +314,36 @@ def validate(config):
     run_name = config.run_name
     if not isinstance(run_name, str) or not run_name or "/" in run_name or run_name.startswith("."):
         validation.fail("run_name", run_name, "a plain directory name")
+
+
+def _check_groups(config):
+    from okdph_keras.models import MODELS  # noqa: PLC0415
+
+    if not methods.get(methods.get(config.method).objective_name).takes_groups:
+        allowed = [n for n in methods.run_names() if methods.get(n).takes_groups]
+        validation.fail(
+            "method", config.method, f"one of {allowed} with groups of students ({config.groups})"
+        )
+    groups = config.groups
+    if not isinstance(groups, (tuple, list)) or not groups:
+        validation.fail("groups", groups, "((architecture, count), ...)")
+    for model, count in groups:
+        validation.check_choice("group architecture", model, sorted(MODELS))
+        validation.check_integer(f"the count of {model}", count, low=1)
+    architectures = [model for model, _ in groups]
+    if len(set(architectures)) != len(architectures):
+        validation.fail("groups", groups, "one group per architecture")
+    if num_hwms(groups) == 0:
+        validation.fail("groups", groups, "at least one group of two or more students")
+    validation.check_choice("model (the architecture exported)", config.model, architectures)
+    wanted = config.num_students + num_hwms(groups)
+    if not isinstance(config.views, (tuple, list)) or len(config.views) != wanted:
+        validation.fail(
+            "views",
+            config.views,
+            f"{wanted} views: one per student ({config.num_students}), then one per HWM "
+            f"({num_hwms(groups)}, one per group of two or more)",
+        )
 
 
 def _check_normalization(normalization):

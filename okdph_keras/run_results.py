@@ -10,9 +10,10 @@ ORIGIN_FILE = "origin.json"  # beside an exported student: the run directory tha
 def summarize(config, history, seconds):
     """results.json content: final-epoch test accuracy of every network and more.
 
-    The best student is the one with the best final-epoch validation accuracy
-    (the first of equals), or student 0 when the run keeps no validation split:
-    the test split never chooses. Fusion runs before each epoch's evaluations,
+    The best student is the one of `config.model` (with groups: of that
+    architecture) with the best final-epoch validation accuracy (the first of
+    equals), or the first such when the run keeps no validation split: the test
+    split never chooses. Fusion runs before each epoch's evaluations,
     so the last epoch's figures are the final model's.
     """
     names = curves.network_names(history)
@@ -33,21 +34,21 @@ def summarize(config, history, seconds):
             name: max(history[f"test_{name}_accuracy"]) for name in names
         },
     }
+    # With groups, only students of config.model are exported.
+    exportable = [m for m, a in enumerate(config.student_architectures()) if a == config.model]
     if "val_loss" in history:
         validation_accuracy = final("val")
         results["final_validation_accuracy"] = validation_accuracy
-        results["best_student"] = max(
-            range(len(students)), key=lambda m: validation_accuracy[f"student_{m}"]
-        )
+        results["best_student"] = max(exportable, key=lambda m: validation_accuracy[f"student_{m}"])
         results["best_student_selected_by"] = (
             f"final-epoch accuracy on the validation split ({config.validation_fraction:g} of "
             "each class of the training split, held out)"
         )
     else:
-        results["best_student"] = 0
+        results["best_student"] = exportable[0]
         results["best_student_selected_by"] = (
-            "none: the run keeps no validation split (validation_fraction=0), so student 0 "
-            "is exported; the test split is never used to choose"
+            f"none: the run keeps no validation split (validation_fraction=0), so student "
+            f"{exportable[0]} is exported; the test split is never used to choose"
         )
     results["exported_student"] = os.path.join(
         config.saved_models_dir, config.run_name, "student.keras"

@@ -309,28 +309,39 @@ def method_callbacks(config, run_dir, bn_data, chief=True):
 
 
 def build_model(config, train_source):
-    """An `OKDPH` of `config.num_students` students of `config.model`, set up for `config.method`."""
+    """An `OKDPH` of `config.num_students` students of `config.model` (or of `config.groups`),
+    set up for `config.method`."""
     channels = train_source.image_shape[-1] if train_source.image_shape else 3
     input_shape = (config.image_size, config.image_size, channels)
 
     method = methods.get(config.method)
     objective = methods.get(method.objective_name)
-    build = objective.network_builder(
-        config.model, train_source.num_classes, input_shape, num_students=config.num_students
-    )
 
-    def student():
-        model = build()
-        return distribute.with_synchronized_batchnorm(model) if config.sync_bn else model
+    def builder(model):
+        build = objective.network_builder(
+            model, train_source.num_classes, input_shape, num_students=config.num_students
+        )
+
+        def student():
+            network = build()
+            return distribute.with_synchronized_batchnorm(network) if config.sync_bn else network
+
+        return student
+
+    if objective.takes_groups:
+        students = [(builder(model), count) for model, count in config.student_groups()]
+        num_students = None
+    else:
+        students, num_students = builder(config.model), config.num_students
 
     sharpness = method.sharpness(config) or {"rho": 0.0, "adaptive": False}
     explicit = model_lib.HYPERPARAMETERS
     return OKDPH(
-        student,
+        students,
         objective=method.objective_name,
         sam_rho=sharpness["rho"],
         sam_adaptive=sharpness["adaptive"],
-        num_students=config.num_students,
+        num_students=num_students,
         **{name: getattr(config, name) for name in explicit},
         settings={
             name: getattr(config, name)

@@ -8,6 +8,7 @@ from okdph_keras import config as config_lib
 from okdph_keras import distribute, hyperparameters, train
 from okdph_keras.config import Config
 from okdph_keras.data.views import NORMALIZATION
+from okdph_keras.models import get_model
 
 FLAGS = flags.FLAGS
 
@@ -41,7 +42,14 @@ def define_flags(model, image_size, style, normalization):
     flags.DEFINE_enum(
         "normalization", normalization, sorted(NORMALIZATION), "Per-channel mean/std to use."
     )
-    flags.DEFINE_integer("students", None, "Number of students M (default 2, or len(--views) - 1).")
+    flags.DEFINE_string(
+        "students",
+        None,
+        "Number of students M (default 2, or len(--views) - 1), or groups of one "
+        "architecture each, ARCH:COUNT,... (e.g. resnet110:2,resnet32:2: method "
+        "okdph_groups, one HWM per group of two or more; --model names the exported "
+        "architecture, default the smallest).",
+    )
     flags.DEFINE_enum(
         "strategy",
         "auto",
@@ -98,25 +106,51 @@ def config_from_flags(dataset, views_kind, **recipe_defaults):
         recipe_defaults = {
             k: v for k, v in recipe_defaults.items() if k not in ("epochs", "batch_size")
         }
-    if views is not None and FLAGS.students is not None and len(views) != FLAGS.students + 1:
+    count, groups = (2, None) if FLAGS.students is None else parse_students(FLAGS.students)
+    model, values = FLAGS.model, {**recipe_defaults, **_flag_values()}
+    if groups:
+        count = sum(c for _, c in groups)
+        hwms = config_lib.num_hwms(groups)
+        values.update(groups=groups, method=values.get("method", "okdph_groups"))
+        if not FLAGS["model"].present:
+            model = smallest_architecture(groups, FLAGS.image_size)
+    else:
+        hwms = 1
+    if views is not None and FLAGS.students is not None and len(views) != count + hwms:
         raise app.UsageError(
-            f"--students={FLAGS.students} needs {FLAGS.students + 1} --views "
-            f"(students, then the HWM); got {len(views)}."
+            f"--students={FLAGS.students} needs {count + hwms} --views "
+            f"(the {count} students, then {hwms} HWM(s)); got {len(views)}."
         )
     if views is None:
-        views = config_lib.default_views(views_kind, FLAGS.students or 2)
-    values = {**recipe_defaults, **_flag_values()}
+        views = config_lib.default_views(views_kind, count, hwms)
     for name in ("model", "style", "image_size", "views"):
         values.pop(name, None)
     return config_lib.reference_config(
         dataset,
-        FLAGS.model,
+        model,
         views,
         FLAGS.style,
         FLAGS.image_size,
         NORMALIZATION[FLAGS.normalization],
         **values,
     )
+
+
+def parse_students(text):
+    """`--students`, parsed (`config.parse_students`); a bad value is a usage error."""
+    try:
+        return config_lib.parse_students(text)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+
+
+def smallest_architecture(groups, image_size):
+    """The architecture of `groups` with the fewest parameters (10 classes, RGB)."""
+
+    def size(model):
+        return get_model(model, 10, (image_size, image_size, 3)).count_params()
+
+    return min((model for model, _ in groups), key=size)
 
 
 def main(dataset, views_kind, model, image_size, style, normalization, **recipe_defaults):

@@ -31,10 +31,13 @@ class Method:
         config_overrides: `Config` fields this method sets (ablations).
         default_num_students: the peers a comparison gives the method when the
             base configuration has fewer (None: the base's).
+        takes_groups: whether `OKDPH(students=...)` takes groups of students of
+            several architectures (`Config.groups`).
     """
 
     uses_hwm = False
     has_hwm = True
+    takes_groups = False
     uses_epoch = False
     averages_weights = False
     default_num_students = None

@@ -33,6 +33,8 @@ class HybridGroups(HybridDistillation):
     `[(resnet110_builder, 2), (resnet32_builder, 2)]`.
     """
 
+    takes_groups = True
+
     def build_networks(self, students, num_students):
         if num_students is not None:
             validation.fail(
