@@ -27,6 +27,7 @@ from okdph_keras.methods.branches import (
 )
 from okdph_keras.methods.distillation import (
     REFERENCE_SETTINGS,
+    AdaptiveHybridDistillation,
     CollaborativeLearning,
     HybridDistillation,
     MutualLearning,
@@ -41,6 +42,7 @@ from okdph_keras.methods.flat_minima import (
 __all__ = [
     "PAPER",
     "REFERENCE_SETTINGS",
+    "AdaptiveHybridDistillation",
     "BranchDistillation",
     "CollaborativeBranches",
     "CollaborativeLearning",
@@ -111,6 +113,7 @@ for _method in (
     DiversePeers("okddip"),
     FeatureFusion("ffl"),
     PeerCollaboration("pcl"),
+    AdaptiveHybridDistillation("okdph_adaptive", objective_name="okdph"),
     # The paper's OKDPH ablations: OKDPH with one `Config` field changed.
     HybridDistillation(
         "okdph_no_hwm_loss", objective_name="okdph", config_overrides={"omega": 1.0}
