@@ -12,7 +12,7 @@ from cifar_fixtures import prepare_fake_cifar
 from helpers import randomize, tiny_student
 from test_callbacks import assert_weights, expected_fusion, float_weights
 
-from okdph_keras import OKDPH, Fusion, methods, train
+from okdph_keras import OKDPH, Fusion, curves, methods, train
 from okdph_keras.adaptive_fusion import AdaptiveFusion, relative_distance
 from okdph_keras.config import Config
 from okdph_keras.models import small_cnn
@@ -100,6 +100,20 @@ def test_fuses_on_exactly_the_epochs_whose_signal_reaches_the_threshold(model):
     assert run_epoch(fusion, 4, validate=True)["fusion_signal"] == pytest.approx(0.5 * 0.2)
 
 
+def test_the_signal_is_the_farthest_students_and_threshold_zero_always_fuses(
+    model,
+):
+    model.coefficients.assign([0.25, 0.75])
+    scale_students(model, (1.0, 2.0))  # theta_h = 1.75 theta: distances 0.75 / 1.75, 0.25 / 1.75
+    fusion = AdaptiveFusion(threshold=1.0)
+    fusion.set_model(model)
+    assert run_epoch(fusion, 0)["fusion_signal"] == pytest.approx(0.75 / 1.75)
+    scale_students(model, (1.0, 1.0))
+    fusion = AdaptiveFusion(threshold=0.0)
+    fusion.set_model(model)
+    assert run_epoch(fusion, 0) == {"loss": 1.0, "fusion_signal": 0.0, "fused": 1.0}
+
+
 def test_adaptive_gamma_leaves_the_students_at_one_minus_gamma_times_the_threshold(model):
     fusion = AdaptiveFusion(threshold=0.05, gamma=0.5, adaptive_gamma=True)
     fusion.set_model(model)
@@ -164,6 +178,20 @@ def test_config_round_trip():
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(fusion))
     assert type(restored) is AdaptiveFusion
     assert restored.get_config() == {"threshold": 0.1, "gamma": 0.7, "adaptive_gamma": True}
+
+
+def test_curves_plot_the_signal_and_mark_the_fusions(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(curves, "save_figure", lambda figure, path, **_: figures.append(figure))
+    history = {"test_hwm_accuracy": [0.1] * 3, "test_hwm_ce": [2.0] * 3}
+    curves.plot_curves(history, tmp_path / "plain.png")
+    history.update(fusion_signal=[0.03, 0.06, 0.04], fused=[0.0, 1.0, 0.0])
+    curves.plot_curves(history, tmp_path / "adaptive.png")
+    plain, adaptive = figures
+    assert len(plain.axes) == 2 and len(adaptive.axes) == 3
+    signal, markers = adaptive.axes[2].get_lines()
+    assert list(signal.get_ydata()) == [0.03, 0.06, 0.04]
+    assert (list(markers.get_xdata()), list(markers.get_ydata())) == ([2], [0.06])
 
 
 def small_cnn_model():
