@@ -100,9 +100,7 @@ def test_fuses_on_exactly_the_epochs_whose_signal_reaches_the_threshold(model):
     assert run_epoch(fusion, 4, validate=True)["fusion_signal"] == pytest.approx(0.5 * 0.2)
 
 
-def test_the_signal_is_the_farthest_students_and_threshold_zero_always_fuses(
-    model,
-):
+def test_the_signal_is_the_farthest_students_and_threshold_zero_always_fuses(model):
     model.coefficients.assign([0.25, 0.75])
     scale_students(model, (1.0, 2.0))  # theta_h = 1.75 theta: distances 0.75 / 1.75, 0.25 / 1.75
     fusion = AdaptiveFusion(threshold=1.0)
