@@ -28,6 +28,7 @@ _SUBMODULES = (
 )
 # Further submodules reachable as attributes, not in `__all__`.
 _OTHER_SUBMODULES = (
+    "adaptive_fusion",
     "checkpointing",
     "config",
     "curves",
@@ -44,6 +45,7 @@ _OTHER_SUBMODULES = (
 )
 _NAMES = {
     "Fusion": "callbacks",
+    "AdaptiveFusion": "adaptive_fusion",
     "EvaluateEachEpoch": "callbacks",
     "Config": "config",
     "default_views": "config",

@@ -93,6 +93,8 @@ class Config:
     ema_momentum: float = _hyperparameter("ema_momentum")
     rampup_epochs: float = _hyperparameter("rampup_epochs")
     ema_decay: float = _hyperparameter("ema_decay")
+    fusion_threshold: float = _hyperparameter("fusion_threshold")
+    fusion_adaptive_gamma: bool = _hyperparameter("fusion_adaptive_gamma")
     sync_bn: bool = _field("Synchronise BatchNorm statistics across replicas and workers.", False)
     noise_mean: float = _field("Mean of Gaussian input noise after normalisation.", 0.0)
     noise_std: float = _field(

@@ -21,7 +21,9 @@ def plot_curves(history, path, title=""):
     """Writes a PNG: accuracy and cross-entropy of every network per epoch.
 
     Test figures are solid lines; validation figures, when the run has a
-    validation split, are dashed lines of the same colour.
+    validation split, are dashed lines of the same colour. A run with adaptive
+    fusion (a `fusion_signal` in `history`) gets a third panel: the signal per
+    epoch, marked where the epoch `fused`.
 
     Args:
         history: `{metric: [per-epoch values]}` as a run records it
@@ -29,7 +31,10 @@ def plot_curves(history, path, title=""):
         path: the PNG file to write.
         title: a title for the figure.
     """
-    figure, (accuracy_axis, loss_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    fusion = "fusion_signal" in history
+    figure, (accuracy_axis, loss_axis, *signal_axis) = plt.subplots(
+        1, 3 if fusion else 2, figsize=(16 if fusion else 11, 4)
+    )
     for index, name in enumerate(network_names(history)):
         colour = f"C{index % 10}"
         for split, style in (("test", "-"), ("val", "--")):
@@ -42,9 +47,21 @@ def plot_curves(history, path, title=""):
             loss_axis.plot(epochs, history[f"{split}_{name}_ce"], style, color=colour, label=label)
     accuracy_axis.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     loss_axis.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    if fusion:
+        _plot_fusion(signal_axis[0], history["fusion_signal"], history["fused"])
     for axis in (accuracy_axis, loss_axis):
         axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     save_figure(figure, path, title=title, legend_size="x-small")
+
+
+def _plot_fusion(axis, signal, fused):
+    """The fusion signal per epoch, a marker on every epoch that fused."""
+    epochs = range(1, len(signal) + 1)
+    axis.plot(epochs, signal, color="C0", label="max_m |θ_m − θ_h| / |θ_h|")
+    fused_epochs = [e for e, f in zip(epochs, fused) if f]
+    axis.plot(fused_epochs, [signal[e - 1] for e in fused_epochs], "o", color="C3", label="fused")
+    axis.set(xlabel="epoch", ylabel="relative distance", title="fusion signal")
+    axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
 
 
 def save_figure(figure, path, *, title="", legend_size="small"):

@@ -80,6 +80,20 @@ HYPERPARAMETERS = {
     "fusion_unit": Hyperparameter(
         str, "Unit of the fusion interval.", _choice(FUSION_UNITS), FUSION_UNITS, in_step=False
     ),
+    "fusion_threshold": Hyperparameter(
+        float,
+        "Adaptive fusion: fuse at an epoch's end once max_m ||theta_m - theta_h|| / ||theta_h|| "
+        "reaches it.",
+        _number(low=0.0),
+        in_step=False,
+    ),
+    "fusion_adaptive_gamma": Hyperparameter(
+        bool,
+        "Adaptive fusion: gamma grows with the distance, so that each fusion leaves the "
+        "students at (1 - gamma) * --fusion_threshold.",
+        validation.check_bool,
+        in_step=False,
+    ),
     "sam_rho": Hyperparameter(
         float, "SAM's radius.", _number(low=0.0, low_open=True), in_step=False
     ),

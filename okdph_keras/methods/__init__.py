@@ -27,6 +27,7 @@ from okdph_keras.methods.branches import (
 )
 from okdph_keras.methods.distillation import (
     REFERENCE_SETTINGS,
+    AdaptiveHybridDistillation,
     CollaborativeLearning,
     HybridDistillation,
     MutualLearning,
@@ -42,6 +43,7 @@ from okdph_keras.methods.flat_minima import (
 __all__ = [
     "PAPER",
     "REFERENCE_SETTINGS",
+    "AdaptiveHybridDistillation",
     "BranchDistillation",
     "CollaborativeBranches",
     "CollaborativeLearning",
@@ -114,9 +116,11 @@ for _method in (
     DiversePeers("okddip"),
     FeatureFusion("ffl"),
     PeerCollaboration("pcl"),
-    # Beyond the paper (issue 14): groups of several architectures, K hybrids per batch.
+    # Beyond the paper (issue 14): groups of several architectures, K hybrids per batch,
+    # fusion when the students have drifted from their hybrid.
     HybridGroups("okdph_groups"),
     HybridSamples("okdph_multi_hwm"),
+    AdaptiveHybridDistillation("okdph_adaptive", objective_name="okdph"),
     # The paper's OKDPH ablations: OKDPH with one `Config` field changed.
     HybridDistillation(
         "okdph_no_hwm_loss", objective_name="okdph", config_overrides={"omega": 1.0}

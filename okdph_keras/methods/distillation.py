@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 from okdph_keras import losses
+from okdph_keras.adaptive_fusion import DEFAULT_THRESHOLD, AdaptiveFusion
 from okdph_keras.callbacks import Fusion
 from okdph_keras.methods.base import Method
 
@@ -25,6 +26,9 @@ REFERENCE_SETTINGS = {
     ("cifar100", "wrn_20_8"): (0.5, 0.5, 0.5, 5, "batch"),
     ("cifar100", "resnet110"): (0.8, 0.8, 0.5, 5, "batch"),
 }
+
+
+_FIXED_INTERVAL = ("fusion_every", "fusion_unit")
 
 
 class HybridDistillation(Method):
@@ -74,6 +78,40 @@ class HybridDistillation(Method):
         if not config.fusion_gamma:
             return []
         return [Fusion(config.fusion_gamma, config.fusion_every, config.fusion_unit)]
+
+
+class AdaptiveHybridDistillation(HybridDistillation):
+    """OKDPH's losses, fused by `AdaptiveFusion` instead of at a fixed interval.
+
+    At each epoch's end the students fuse once `max_m ||theta_m - theta_h|| / ||theta_h||`
+    reaches `fusion_threshold`, with `fusion_gamma` (growing with the distance when
+    `fusion_adaptive_gamma`). Defaults: OKDPH's, the reference table's `omega`, `beta`
+    and `fusion_gamma` included; `fusion_every` and `fusion_unit` are not used.
+    """
+
+    defaults = {
+        **{k: v for k, v in HybridDistillation.defaults.items() if k not in _FIXED_INTERVAL},
+        "fusion_threshold": DEFAULT_THRESHOLD,
+        "fusion_adaptive_gamma": False,
+    }
+
+    run_name_suffix = Method.run_name_suffix  # `_<name>`, unlike OKDPH's
+
+    def default_settings(self, *, dataset=None, model=None):
+        settings = super().default_settings(dataset=dataset, model=model)
+        return {name: settings[name] for name in self.defaults}
+
+    def callbacks(self, config, *, run_dir, bn_data, chief):
+        del run_dir, bn_data, chief
+        if not config.fusion_gamma:
+            return []
+        return [
+            AdaptiveFusion(
+                config.fusion_threshold,
+                config.fusion_gamma,
+                adaptive_gamma=config.fusion_adaptive_gamma,
+            )
+        ]
 
 
 class MutualLearning(Method):
