@@ -119,7 +119,11 @@ class AdaptiveFusion(keras.callbacks.Callback):
         if self._epoch is None:
             return
         self._epoch = None
-        signal = float(np.max(relative_distance(self.model.students, self.model.coefficients)))
+        students, coefficients = self.model.students, self.model.coefficients
+        signal = max(  # with groups, the farthest student from its own group's HWM
+            float(np.max(relative_distance(students[a:b], coefficients[a:b])))
+            for a, b in self.model.hybrid_groups()
+        )
         fused = signal >= self.threshold
         if fused:
             self.model.fuse(self.fusion_gamma(signal))

@@ -141,10 +141,14 @@ class OKDPH(NetworkMetrics, keras.Model):
         if self.identical_init:
             self._method.make_identical(students)
 
+        # The mean hybrid (1/M; with groups, 1/size within each group) until a batch draws.
+        mean = self._method.draw_coefficients("mean", students, None, self.settings)
         self.coefficients = self.add_weight(
             name="hybrid_coefficients",
             shape=(len(students),),
-            initializer=keras.initializers.Constant(1.0 / len(students)),
+            initializer=keras.initializers.Constant(
+                self._method.fusion_coefficients(mean).numpy()
+            ),
             trainable=False,
             aggregation="only_first_replica",
         )
@@ -375,8 +379,13 @@ class OKDPH(NetworkMetrics, keras.Model):
         start, stop = groups[group]
         return hwm.snapshot(self.students[start:stop], self.coefficients[start:stop])
 
+    def hybrid_groups(self):
+        """`(start, stop)` in `students` of each group with an HWM (one group, or
+        with `objective="okdph_groups"` each group of two or more)."""
+        return self._method.hybrid_groups(self.students)
+
     def _hybrid_groups(self):
-        groups = self._method.hybrid_groups(self.students)
+        groups = self.hybrid_groups()
         if not groups:
             raise ValueError(
                 f"objective={self.objective!r} trains no group of separate students of one "

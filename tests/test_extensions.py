@@ -294,3 +294,32 @@ def test_k_mean_hybrids_are_refused():
             hybrid="mean",
             settings={"hybrid_samples": 3},
         )
+
+
+def test_adaptive_fusion_measures_each_group_against_its_own_hwm(rng):
+    from okdph_keras.adaptive_fusion import AdaptiveFusion
+
+    model = groups_model((2, 2), identical_init=False)
+    for student in model.students:
+        randomize(student, rng)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    callback = AdaptiveFusion(threshold=1e9)
+    callback.set_model(model)
+    callback.on_epoch_begin(0)
+    logs = {}
+    callback.on_epoch_end(0, logs)
+
+    def distance(a, b):  # numpy: max_m ||theta_m - theta_h|| / ||theta_h|| within [a, b)
+        flat = [
+            np.concatenate([v.numpy().ravel() for v in s.trainable_variables])
+            for s in model.students[a:b]
+        ]
+        hybrid_weights = np.mean(flat, axis=0)
+        return max(np.linalg.norm(f - hybrid_weights) for f in flat) / np.linalg.norm(
+            hybrid_weights
+        )
+
+    np.testing.assert_allclose(
+        logs["fusion_signal"], max(distance(0, 2), distance(2, 4)), rtol=1e-5
+    )
+    assert logs["fused"] == 0
