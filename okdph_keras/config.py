@@ -200,6 +200,19 @@ def default_views(dataset_kind, num_students=2, num_hwms=1):
     return tuple(students[m % len(students)] for m in range(num_students)) + (hwm,) * num_hwms
 
 
+def group_views(dataset_kind, groups):
+    """Default views for students in groups: each group the dataset's two-student views
+    (repeated), then the HWM's view for each group of two or more.
+
+    Example:
+        >>> group_views("cifar10", (("resnet32", 2), ("small_cnn", 1)))
+        ('hflip', 'cutout', 'hflip', 'randaugment')
+    """
+    *students, hwm = default_views(dataset_kind, 2)
+    views = tuple(students[m % len(students)] for _, count in groups for m in range(count))
+    return views + (hwm,) * num_hwms(groups)
+
+
 def parse_students(text):
     """`--students`: a count M, or groups `ARCH:COUNT,...`.
 

@@ -121,7 +121,9 @@ def config_from_flags(dataset, views_kind, **recipe_defaults):
             f"--students={FLAGS.students} needs {count + hwms} --views "
             f"(the {count} students, then {hwms} HWM(s)); got {len(views)}."
         )
-    if views is None:
+    if views is None and groups:  # each group its dataset's student views, then the HWMs'
+        views = config_lib.group_views(views_kind, groups)
+    elif views is None:
         views = config_lib.default_views(views_kind, count, hwms)
     for name in ("model", "style", "image_size", "views"):
         values.pop(name, None)
