@@ -323,3 +323,73 @@ def test_adaptive_fusion_measures_each_group_against_its_own_hwm(rng):
         logs["fusion_signal"], max(distance(0, 2), distance(2, 4)), rtol=1e-5
     )
     assert logs["fused"] == 0
+
+
+def groups_config(**overrides):
+    from okdph_keras import config as config_lib  # noqa: PLC0415
+
+    values = dict(
+        groups=(("resnet32", 2), ("small_cnn", 2)),
+        views=("hflip", "cutout", "hflip", "cutout", "none", "randaugment"),
+        method="okdph_groups",
+    )
+    values.update(overrides)
+    return config_lib.reference_config(
+        "cifar10",
+        values.pop("model", "small_cnn"),
+        values.pop("views"),
+        "cifar",
+        32,
+        ((0.5,) * 3, (0.25,) * 3),
+        **values,
+    )
+
+
+def test_students_flag_reads_a_count_or_groups():
+    from okdph_keras.config import parse_students  # noqa: PLC0415
+
+    assert parse_students("4") == (4, None)
+    assert parse_students("resnet110:2, resnet32:1") == (None, (("resnet110", 2), ("resnet32", 1)))
+    for bad in ("two", "resnet32:0", "resnet32:2,:1", "resnet32"):
+        with pytest.raises(ValueError, match="students=.* is not allowed; it must be a count"):
+            parse_students(bad)
+    with pytest.raises(ValueError, match="students=1 is not allowed; it must be an integer >= 2"):
+        parse_students("1")
+
+
+def test_a_groups_config_knows_its_students_and_the_small_architecture_alone():
+    config = groups_config()
+    assert config.num_students == 4
+    assert config.run_name == "cifar10_small_cnn_okdph_groups_resnet32x2_small_cnnx2_seed42"
+    assert config.student_architectures() == ["resnet32"] * 2 + ["small_cnn"] * 2
+    alone = config.without_groups()
+    assert (alone.groups, alone.model, alone.views) == (
+        None,
+        "small_cnn",
+        ("hflip", "cutout", "none"),
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            dict(method="okdph"),
+            r"method='okdph' is not allowed; it must be one of \['okdph_groups'\]",
+        ),
+        (
+            dict(model="resnet110"),
+            r"model \(the architecture exported\)='resnet110' is not allowed",
+        ),
+        (
+            dict(views=("hflip",) * 5),
+            r"it must be 6 views: one per student \(4\), then one per HWM \(2",
+        ),
+        (dict(groups=(("resnet32", 1), ("small_cnn", 1))), "at least one group of two or more"),
+        (dict(groups=(("small_cnn", 2), ("small_cnn", 2))), "one group per architecture"),
+        (dict(groups=(("resnet9", 2), ("small_cnn", 2))), r"group architecture='resnet9'"),
+    ],
+)
+def test_bad_groups_configs_are_refused_clearly(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        groups_config(**overrides)

@@ -278,3 +278,31 @@ def test_a_killed_run_resumes_from_its_last_epoch(tmp_path, tfds_dir):
     assert len(resumed) == len(straight) > 0
     for a, b in zip(resumed, straight):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_groups_recipe_exports_the_smallest_architecture(tmp_path, tfds_dir):
+    """--students=ARCH:COUNT,...: one HWM per group of two or more, the small student exported."""
+    run_recipe("cifar10", tmp_path, f"--data_dir={tfds_dir}", "--students=resnet32:1,small_cnn:2")
+    run_name = "cifar10_small_cnn_okdph_groups_resnet32x1_small_cnnx2_seed42_smoke"
+    run_dir = tmp_path / "runs" / run_name
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["method"] == "okdph_groups" and config["model"] == "small_cnn"
+    assert config["groups"] == [["resnet32", 1], ["small_cnn", 2]]
+    assert config["views"] == ["hflip", "hflip", "cutout", "randaugment"]  # one HWM: group 1's
+    results = json.loads((run_dir / "results.json").read_text())
+    assert set(results["final_test_accuracy"]) == {
+        "student_0",
+        "student_1",
+        "student_2",
+        "hwm_1",
+        "ensemble",
+    }
+    validation = results["final_validation_accuracy"]
+    assert results["best_student"] == max((1, 2), key=lambda m: validation[f"student_{m}"])
+    import keras  # noqa: PLC0415
+
+    from okdph_keras.models import get_model  # noqa: PLC0415
+
+    exported = keras.saving.load_model(tmp_path / "saved" / run_name / "student.keras")
+    small = get_model("small_cnn", 10, exported.input_shape[1:])
+    assert exported.count_params() == small.count_params()

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from okdph_keras import hwm, hybrid, losses, validation
 from okdph_keras import students as students_lib
+from okdph_keras.methods.base import Method
 from okdph_keras.methods.distillation import HybridDistillation
 
 
@@ -34,6 +35,7 @@ class HybridGroups(HybridDistillation):
     """
 
     takes_groups = True
+    run_name_suffix = Method.run_name_suffix  # `_okdph_groups`, unlike OKDPH's
 
     def build_networks(self, students, num_students):
         if num_students is not None:
@@ -125,6 +127,7 @@ class HybridSamples(HybridDistillation):
     """
 
     defaults = {**HybridDistillation.defaults, "hybrid": "dirichlet", "hybrid_samples": 2}
+    run_name_suffix = Method.run_name_suffix
 
     def settings(self, values, *, dataset=None, model=None):
         settings = super().settings(values, dataset=dataset, model=model)
