@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 from helpers import combine, np_cross_entropy, np_distillation, randomize, tiny_student
 
-from okdph_keras import OKDPH, hybrid, step
+import okdph_keras
+from okdph_keras import OKDPH, config, hybrid, step
 from okdph_keras import students as students_lib
 
 SETTINGS = dict(omega=0.7, beta=0.6, temperature=3.0)
@@ -297,13 +298,11 @@ def test_k_mean_hybrids_are_refused():
 
 
 def test_adaptive_fusion_measures_each_group_against_its_own_hwm(rng):
-    from okdph_keras.adaptive_fusion import AdaptiveFusion
-
     model = groups_model((2, 2), identical_init=False)
     for student in model.students:
         randomize(student, rng)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
-    callback = AdaptiveFusion(threshold=1e9)
+    callback = okdph_keras.AdaptiveFusion(threshold=1e9)
     callback.set_model(model)
     callback.on_epoch_begin(0)
     logs = {}
@@ -326,15 +325,13 @@ def test_adaptive_fusion_measures_each_group_against_its_own_hwm(rng):
 
 
 def groups_config(**overrides):
-    from okdph_keras import config as config_lib  # noqa: PLC0415
-
     values = dict(
         groups=(("resnet32", 2), ("small_cnn", 2)),
         views=("hflip", "cutout", "hflip", "cutout", "none", "randaugment"),
         method="okdph_groups",
     )
     values.update(overrides)
-    return config_lib.reference_config(
+    return config.reference_config(
         "cifar10",
         values.pop("model", "small_cnn"),
         values.pop("views"),
@@ -346,23 +343,24 @@ def groups_config(**overrides):
 
 
 def test_students_flag_reads_a_count_or_groups():
-    from okdph_keras.config import parse_students  # noqa: PLC0415
-
-    assert parse_students("4") == (4, None)
-    assert parse_students("resnet110:2, resnet32:1") == (None, (("resnet110", 2), ("resnet32", 1)))
+    assert config.parse_students("4") == (4, None)
+    assert config.parse_students("resnet110:2, resnet32:1") == (
+        None,
+        (("resnet110", 2), ("resnet32", 1)),
+    )
     for bad in ("two", "resnet32:0", "resnet32:2,:1", "resnet32"):
         with pytest.raises(ValueError, match="students=.* is not allowed; it must be a count"):
-            parse_students(bad)
+            config.parse_students(bad)
     with pytest.raises(ValueError, match="students=1 is not allowed; it must be an integer >= 2"):
-        parse_students("1")
+        config.parse_students("1")
 
 
 def test_a_groups_config_knows_its_students_and_the_small_architecture_alone():
-    config = groups_config()
-    assert config.num_students == 4
-    assert config.run_name == "cifar10_small_cnn_okdph_groups_resnet32x2_small_cnnx2_seed42"
-    assert config.student_architectures() == ["resnet32"] * 2 + ["small_cnn"] * 2
-    alone = config.without_groups()
+    run = groups_config()
+    assert run.num_students == 4
+    assert run.run_name == "cifar10_small_cnn_okdph_groups_resnet32x2_small_cnnx2_seed42"
+    assert run.student_architectures() == ["resnet32"] * 2 + ["small_cnn"] * 2
+    alone = run.without_groups()
     assert (alone.groups, alone.model, alone.views) == (
         None,
         "small_cnn",
