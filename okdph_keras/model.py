@@ -146,9 +146,7 @@ class OKDPH(NetworkMetrics, keras.Model):
         self.coefficients = self.add_weight(
             name="hybrid_coefficients",
             shape=(len(students),),
-            initializer=keras.initializers.Constant(
-                self._method.fusion_coefficients(mean).numpy()
-            ),
+            initializer=keras.initializers.Constant(self._method.fusion_coefficients(mean).numpy()),
             trainable=False,
             aggregation="only_first_replica",
         )
