@@ -26,6 +26,9 @@ Configurations:
   okdph_m2/m3/m4  `OKDPH(builder, num_students=M, weight_decay=...)`, the paper's mode
                   (`hwm_gradient=True`), inputs `[B, M+1, H, W, C]` (M+1 different views).
   okdph_m2_nohwm  M=2 with `hwm_gradient=False` (the reference code).
+  okdph_m2_k1/k2/k4
+                  M=2, `objective="okdph_multi_hwm"` with K = 1, 2, 4 Dirichlet hybrids per
+                  batch (K=1 is `okdph_dirichlet`): the step cost of extra HWMs.
   single_mixed, okdph_m2_mixed
                   the same under `mixed_float16`; only on a GPU of compute capability
                   >= 7.0, else "n/a".
@@ -54,14 +57,33 @@ from absl import app, flags
 from benchmarks import machine
 
 CONFIGS = {
-    # name: (num_students or None for the single model, hwm_gradient, mixed precision)
-    "single": (None, True, False),
-    "okdph_m2": (2, True, False),
-    "okdph_m3": (3, True, False),
-    "okdph_m4": (4, True, False),
-    "okdph_m2_nohwm": (2, False, False),
-    "single_mixed": (None, True, True),
-    "okdph_m2_mixed": (2, True, True),
+    # name: (num_students or None for the single model, hwm_gradient, mixed precision,
+    #        other OKDPH arguments)
+    "single": (None, True, False, {}),
+    "okdph_m2": (2, True, False, {}),
+    "okdph_m3": (3, True, False, {}),
+    "okdph_m4": (4, True, False, {}),
+    "okdph_m2_nohwm": (2, False, False, {}),
+    "okdph_m2_k1": (
+        2,
+        True,
+        False,
+        dict(objective="okdph_multi_hwm", settings={"hybrid_samples": 1}),
+    ),
+    "okdph_m2_k2": (
+        2,
+        True,
+        False,
+        dict(objective="okdph_multi_hwm", settings={"hybrid_samples": 2}),
+    ),
+    "okdph_m2_k4": (
+        2,
+        True,
+        False,
+        dict(objective="okdph_multi_hwm", settings={"hybrid_samples": 4}),
+    ),
+    "single_mixed": (None, True, True, {}),
+    "okdph_m2_mixed": (2, True, True, {}),
 }
 TARGETS = {"okdph_m2": 2.5, "okdph_m2_nohwm": 1.9}
 QUICK = dict(model="small_cnn", batch_size=32, steps=5, epochs=3, repeats=1)
@@ -121,7 +143,7 @@ def run_one(name):
     import okdph_keras  # noqa: PLC0415
     from okdph_keras import losses  # noqa: PLC0415
 
-    num_students, hwm_gradient, mixed = CONFIGS[name]
+    num_students, hwm_gradient, mixed, options = CONFIGS[name]
     gpus = tf.config.list_physical_devices("GPU")
     rss_after_imports = _rss_mib()
     capabilities = [
@@ -170,6 +192,7 @@ def run_one(name):
             hwm_gradient=hwm_gradient,
             weight_decay=FLAGS.weight_decay,
             seed=0,
+            **options,
         )
         images = rng.standard_normal((FLAGS.batch_size, num_students + 1, *shape), dtype=np.float32)
         model.compile(optimizer=optimizer, **compile_options)
@@ -468,6 +491,12 @@ def main(argv):
                 f"  linear fit: cost = {a:.2f} + {b:.2f} * M (largest residual {100 * residual:.1f}% of the cost); "
                 f"{b:.2f}x a single model per extra student"
             )
+    samples = [(k, cost(f"okdph_m2_k{k}")) for k in (1, 2, 4) if f"okdph_m2_k{k}" in results]
+    samples = [(k, c) for k, c in samples if c]
+    if len(samples) >= 2 and samples[0][0] == 1:
+        print("\nHybrid samples K per batch (okdph_multi_hwm, M=2):")
+        for k, c in samples:
+            print(f"  K={k}: cost {c:.2f}x; cost(K)/cost(1) = {c / samples[0][1]:.2f}")
     print(f"\nTotal wall time: {time.perf_counter() - started:.0f} s")
 
 

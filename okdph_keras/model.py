@@ -38,7 +38,11 @@ class OKDPH(NetworkMetrics, keras.Model):
         students: a builder (a callable with no arguments returning a fresh,
             built `keras.Model` that maps images to logits), or a list of M
             built, homogeneous students (same variables, shapes and dtypes in
-            the same order).
+            the same order). With `objective="okdph_groups"`, a list of groups
+            of homogeneous students, each a `(builder, count)` pair or a list
+            of built models, e.g. `[(resnet110, 2), (resnet32, 2)]`: one view
+            and one output per network, the students group by group, then one
+            HWM per group of two or more (`network_names()`).
         num_students: M >= 2 when `students` is a builder (default 2); must be
             omitted or equal to the list's length otherwise.
         omega: weight of a student's own cross-entropy, in [0, 1]; `1 - omega`
@@ -69,6 +73,9 @@ class OKDPH(NetworkMetrics, keras.Model):
             the HWM is still evaluated), or a multi-branch method (`"one"`,
             `"cl_ilr"`, `"okddip"`, `"ffl"`, `"pcl"`), for which `students` is a
             `models.multi_branch` network or a builder of one, with M branches.
+            Beyond the paper: `"okdph_groups"` (students of several
+            architectures, one HWM per group), `"okdph_multi_hwm"` (K
+            Dirichlet HWMs per batch, `settings={"hybrid_samples": K}`).
         sam_rho: > 0 trains with sharpness-aware gradients (SAM, Foret et al.
             2021) of radius `sam_rho`, each student perturbed with its own
             norm; 0 (default) trains with plain gradients.
