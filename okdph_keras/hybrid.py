@@ -7,6 +7,7 @@ homogeneous variable lists; this module is the one place that computes them.
 import keras
 import tensorflow as tf
 
+from okdph_keras import stateless_random
 from okdph_keras.validation import check_choice, fail
 
 HYBRID_MODES = ("mean", "dirichlet")
@@ -54,7 +55,7 @@ def convex_combination(value_lists, coefficients):
     return combined
 
 
-def sample_coefficients(mode, num_networks, seed=None, *, samples=None):
+def sample_coefficients(mode, num_networks, seed=None, *, samples=None, stream=0):
     """Draws the hybridization coefficients r for one batch.
 
     Args:
@@ -66,6 +67,8 @@ def sample_coefficients(mode, num_networks, seed=None, *, samples=None):
             coefficients, on every replica and after a resume.
         samples: None for one vector `[M]`, or K >= 1 for K independent
             vectors `[K, M]` (several hybrid models per batch).
+        stream: other streams draw independently from the same seed (one per
+            group of students).
 
     Returns:
         A float32 tensor of shape `[M]` (or `[K, M]`) on the simplex.
@@ -79,6 +82,9 @@ def sample_coefficients(mode, num_networks, seed=None, *, samples=None):
         return tf.fill(shape, 1.0 / num_networks)
     if seed is None:
         fail("seed", seed, "a stateless seed (an integer tensor of shape [2]) for mode='dirichlet'")
-    # Dir(1, ..., 1) is a vector of Gamma(1) draws normalised to sum to 1.
-    draws = tf.random.stateless_gamma(shape, seed=seed, alpha=1.0)
-    return draws / tf.reduce_sum(draws, axis=-1, keepdims=True)
+    # Dir(1, ..., 1) is a vector of Gamma(1) = Exponential(1) draws normalised to sum
+    # to 1; -log(1 - U) is Exponential(1), drawn the same with XLA and without.
+    draws = -tf.math.log1p(-stateless_random.uniform(shape, seed, stream=stream))
+    total = tf.reduce_sum(draws, axis=-1, keepdims=True)
+    # Every U = 0 (probability 2**-24 per draw) would give 0 / 0: then the mean.
+    return tf.where(total > 0, draws / tf.maximum(total, 1e-30), 1.0 / num_networks)

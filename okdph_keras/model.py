@@ -1,5 +1,6 @@
 """`OKDPH`: M peer students and their hybrid-weight model as one `keras.Model`."""
 
+import inspect
 import random
 import warnings
 
@@ -7,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from okdph_keras import distribute, hwm, hyperparameters, methods, step, sync_batchnorm, validation
+from okdph_keras import labels as labels_lib
 from okdph_keras import students as students_lib
 from okdph_keras.callbacks import EpochCounter
 from okdph_keras.network_metrics import NetworkMetrics
@@ -201,18 +203,17 @@ class OKDPH(NetworkMetrics, keras.Model):
                 every student's trainable variables.
             **kwargs: `keras.Model.compile` arguments other than `loss`,
                 `loss_weights`, `metrics` and `weighted_metrics`, which OKDPH
-                defines itself and rejects. `jit_compile` defaults to False,
-                not Keras' `"auto"` (XLA on a single GPU): XLA drops the
-                in-graph check of the label range, so bad labels would train
-                silently on NaN. Pass `jit_compile=True` to opt in.
+                defines itself and rejects. `jit_compile="auto"` keeps
+                Keras' meaning (XLA on a single GPU): XLA drops the step's
+                check of the label range, so `fit`, `evaluate`,
+                `train_on_batch` and `test_on_batch` check the labels on the
+                input (`okdph_keras.labels`).
         """
         for name in ("loss", "loss_weights", "metrics", "weighted_metrics"):
             if kwargs.get(name) is not None:
                 raise ValueError(
                     f"OKDPH computes its own losses and metrics; remove `{name}=` from compile()."
                 )
-        if kwargs.get("jit_compile", "auto") == "auto":
-            kwargs["jit_compile"] = False
         super().compile(optimizer=optimizer, **kwargs)
         # Built up front, the optimizer does not make Keras trace the first
         # train step twice; a loaded model gets its saved optimizer state back.
@@ -325,10 +326,51 @@ class OKDPH(NetworkMetrics, keras.Model):
         hwm_logits = outputs.get("hwms", [] if outputs["hwm"] is None else [outputs["hwm"]])
         return tf.stack(outputs["students"] + list(hwm_logits), axis=1)
 
-    def fit(self, *args, callbacks=None, **kwargs):
-        """`keras.Model.fit`, with `callbacks.EpochCounter` added for an objective that
-        ramps its losses up over the epochs (`Method.uses_epoch`)."""
-        return super().fit(*args, callbacks=self.with_epoch_counter(callbacks), **kwargs)
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`, with the labels checked on the input (also under XLA) and
+        `callbacks.EpochCounter` added for an objective that ramps its losses up over
+        the epochs (`Method.uses_epoch`)."""
+        arguments = self._checked_arguments(keras.Model.fit, args, kwargs)
+        arguments["validation_data"] = labels_lib.checked_validation_data(
+            arguments["validation_data"], self._num_classes()
+        )
+        arguments["callbacks"] = self.with_epoch_counter(arguments["callbacks"])
+        return super().fit(**arguments)
+
+    def evaluate(self, *args, **kwargs):
+        """`keras.Model.evaluate`, with the labels checked on the input (also under XLA)."""
+        return super().evaluate(**self._checked_arguments(keras.Model.evaluate, args, kwargs))
+
+    def train_on_batch(self, *args, **kwargs):
+        """`keras.Model.train_on_batch`, with the labels checked first (also under XLA)."""
+        return super().train_on_batch(
+            **self._checked_arguments(keras.Model.train_on_batch, args, kwargs)
+        )
+
+    def test_on_batch(self, *args, **kwargs):
+        """`keras.Model.test_on_batch`, with the labels checked first (also under XLA)."""
+        return super().test_on_batch(
+            **self._checked_arguments(keras.Model.test_on_batch, args, kwargs)
+        )
+
+    def _checked_arguments(self, method, args, kwargs):
+        """The arguments of a call to Keras' `method`, by name, with `x` and `y` checked."""
+        signature = inspect.signature(method)
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        arguments = {}
+        for name, value in list(bound.arguments.items())[1:]:  # without self
+            if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+                arguments.update(value)
+            else:
+                arguments[name] = value
+        arguments["x"], arguments["y"] = labels_lib.checked_input(
+            arguments["x"], arguments["y"], self._num_classes()
+        )
+        return arguments
+
+    def _num_classes(self):
+        return students_lib.output_width(self.students[0])
 
     def with_epoch_counter(self, callbacks):
         """`callbacks` as a list, with an `EpochCounter` where the objective needs one."""

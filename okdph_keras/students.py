@@ -8,6 +8,7 @@ import itertools
 import keras
 import tensorflow as tf
 
+from okdph_keras import labels as labels_lib
 from okdph_keras import validation
 
 
@@ -168,7 +169,8 @@ def check_labels(labels, student):
     The range check is a `tf.debugging.Assert` that the labels (hence the
     losses and the update) depend on, so a bad batch stops the step before
     any variable changes, in `tf.function` and under any strategy. XLA
-    (`jit_compile=True`) drops Assert ops: there, it checks nothing.
+    (`jit_compile=True`) drops Assert ops: `OKDPH.fit` and the other entry
+    points also check the input (`labels.checked_input`).
     """
     labels = tf.convert_to_tensor(labels)
     if labels.shape.rank == 2 and labels.shape[-1] == 1:
@@ -188,22 +190,7 @@ def check_labels(labels, student):
     num_classes = output_width(student)
     if num_classes is None:  # unknown until called: the loss checks what it can
         return tf.cast(labels, tf.int32)
-    # Compared before the cast, so that neither -0.5 nor 2**32 + 1 passes as a class.
-    outside = tf.logical_or(labels < 0, labels >= num_classes)
-    # The first bad position, or B when none; safe on an empty replica batch.
-    first = tf.argmax(tf.concat([tf.cast(outside, tf.int32), [1]], 0), output_type=tf.int32)
-    check = tf.debugging.Assert(
-        tf.logical_not(tf.reduce_any(outside)),
-        [
-            f"OKDPH: labels must be class indices in [0, {num_classes}) (the students "
-            f"output {num_classes} logits); got label",
-            tf.gather(tf.concat([labels, tf.zeros([1], labels.dtype)], 0), first),
-            "at batch position",
-            first,
-        ],
-    )
-    with tf.control_dependencies([check]):
-        return tf.cast(tf.identity(labels), tf.int32)
+    return tf.cast(labels_lib.in_range(labels, num_classes), tf.int32)
 
 
 def make_groups(groups):

@@ -53,3 +53,18 @@ def np_cross_entropy(labels, logits):
 def np_distillation(teacher, student, tau):
     log_p, log_q = log_softmax(teacher / tau), log_softmax(student / tau)
     return tau**2 * np.mean(np.sum(np.exp(log_p) * (log_p - log_q), axis=-1))
+
+
+def splitmix64_uniform(size, seed0, seed1, stream=0):
+    """numpy/Python-int SplitMix64 (Steele et al. 2014): `stateless_random.uniform`'s
+    specification, written independently of it."""
+    mask, golden = 2**64 - 1, 0x9E3779B97F4A7C15
+
+    def mix(z):
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        return z ^ (z >> 31)
+
+    state = mix(mix(mix((seed0 + golden) & mask) ^ (seed1 & mask)) ^ stream)
+    bits = [mix((state + i * golden) & mask) >> 40 for i in range(1, size + 1)]
+    return np.array(bits, np.float64) / 2**24

@@ -63,10 +63,7 @@ class HybridGroups(HybridDistillation):
         del settings
         segments = []
         for g, (start, stop) in enumerate(students_lib.group_bounds(networks)):
-            group_seed = seed
-            if seed is not None and g:
-                group_seed = tf.random.experimental.stateless_fold_in(seed, g)
-            segments.append(hybrid.sample_coefficients(mode, stop - start, group_seed))
+            segments.append(hybrid.sample_coefficients(mode, stop - start, seed, stream=g))
         return tf.concat(segments, axis=0)
 
     def network_outputs(self, networks, views, coefficients, *, training, **hwm_options):
