@@ -10,6 +10,8 @@ import math
 from okdph_keras import hyperparameters, methods, validation
 from okdph_keras.data.views import DEFAULT_VIEWS, STYLES, VIEW_NAMES
 
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
 
 def _field(help, default=dataclasses.MISSING, *, flag=True, item=None, choices=()):
     """A `Config` field and what its flag needs: one line of help, whether it is a flag,
@@ -96,6 +98,12 @@ class Config:
     fusion_threshold: float = _hyperparameter("fusion_threshold")
     fusion_adaptive_gamma: bool = _hyperparameter("fusion_adaptive_gamma")
     sync_bn: bool = _field("Synchronise BatchNorm statistics across replicas and workers.", False)
+    precision: str = _field(
+        "Keras dtype policy of the networks: float32, or mixed precision (float32 variables, "
+        "bfloat16 or float16 compute; float16 with dynamic loss scaling).",
+        "float32",
+        choices=PRECISIONS,
+    )
     noise_mean: float = _field("Mean of Gaussian input noise after normalisation.", 0.0)
     noise_std: float = _field(
         "Std of Gaussian noise added after normalisation, to training and test images.", 0.0
@@ -305,6 +313,7 @@ def validate(config):
     for view in config.views:
         validation.check_choice("view", view, VIEW_NAMES)
     validation.check_choice("style", config.style, STYLES)
+    validation.check_choice("precision", config.precision, PRECISIONS)
     for name in ("epochs", "batch_size", "image_size"):
         validation.check_integer(name, getattr(config, name), low=1)
     for name in ("learning_rate", "weight_decay", "noise_std"):

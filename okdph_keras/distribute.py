@@ -166,18 +166,16 @@ def average_across_replicas(variables, strategy=None):
         variable.assign(strategy.experimental_local_results(mean)[0])
 
 
-def with_synchronized_batchnorm(model, synchronized=True):
+def with_synchronized_batchnorm(model):
     """A copy of `model` whose BatchNormalization layers use global batch statistics.
 
     Under a strategy with several replicas, each batch's mean and variance are
     then computed over the global batch (an all-reduce per layer and step), so
     replicas and workers keep identical moving statistics. Weights are copied.
+    `plain_student` turns the layers back into plain Keras ones, to ship.
 
     Args:
         model: a functional or sequential `keras.Model` (nested ones included).
-        synchronized: False makes the copy's layers plain Keras
-            `BatchNormalization` again (for a student to ship: it then loads
-            without this library).
 
     Returns:
         A new `keras.Model`; `model` itself if it has no BatchNormalization.
@@ -185,16 +183,13 @@ def with_synchronized_batchnorm(model, synchronized=True):
     Example:
         >>> OKDPH(lambda: with_synchronized_batchnorm(get_model("resnet32", 10)))
     """
-    layer_class = (
-        sync_batchnorm.SynchronizedBatchNormalization
-        if synchronized
-        else keras.layers.BatchNormalization
-    )
 
     def clone(layer):
         config = layer.get_config()
         if isinstance(layer, keras.layers.BatchNormalization):
-            return layer_class.from_config({**config, "synchronized": synchronized})
+            return sync_batchnorm.SynchronizedBatchNormalization.from_config(
+                {**config, "synchronized": True}
+            )
         return layer.__class__.from_config(config)
 
     layers = sync_batchnorm.nested_layers(model)

@@ -109,7 +109,7 @@ def checked_input(x, y, num_classes):
             f"OKDPH cannot check the labels of a {type(x).__name__} before the step; "
             "under XLA (jit_compile=True) labels out of range would train silently. "
             "Pass arrays, a tf.data.Dataset, a generator or a keras.utils.PyDataset.",
-            stacklevel=3,
+            stacklevel=4,  # the caller of OKDPH.fit / evaluate
         )
     return x, y
 

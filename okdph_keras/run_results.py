@@ -2,7 +2,8 @@
 
 import os
 
-from okdph_keras import checkpointing, curves, distribute
+from okdph_keras import checkpointing, curves
+from okdph_keras.plain_student import plain_student
 
 ORIGIN_FILE = "origin.json"  # beside an exported student: the run directory that wrote it
 
@@ -62,8 +63,9 @@ def save_best_student(student, config, *, run_dir):
 
     `origin.json` beside it names `run_dir`; an export of another run
     directory is refused (`check_export_target`), never overwritten.
-    Synchronised BatchNorm layers are saved as plain Keras ones, so that the
-    file loads with Keras alone.
+    The student is saved as it ships (`plain_student`): float32 whatever the
+    training precision, and with plain Keras BatchNorm, so that the file loads
+    with Keras alone and converts to TFLite.
     """
     check_export_target(config, run_dir)
     directory = os.path.join(config.saved_models_dir, config.run_name)
@@ -71,7 +73,7 @@ def save_best_student(student, config, *, run_dir):
         os.path.join(directory, ORIGIN_FILE), {"run_dir": os.path.realpath(run_dir)}
     )
     path = os.path.join(directory, "student.keras")
-    plain = distribute.with_synchronized_batchnorm(student, synchronized=False)
+    plain = plain_student(student)
     checkpointing.write_atomically(path, plain.save)
     return path
 

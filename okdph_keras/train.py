@@ -20,6 +20,7 @@ epoch (first applying an SWA/EMA average that a kill left pending), or
 reports that the run has finished.
 """
 
+import contextlib
 import functools
 import math
 import os
@@ -96,7 +97,7 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
         config, data, min(initial_epoch, config.epochs - 1), strategy.num_replicas_in_sync
     )
     bn_data = run_data.batchnorm_batches(config, data, steps_per_epoch)
-    with strategy.scope():
+    with strategy.scope(), dtype_policy(config.precision):
         if state:
             print(f"Resuming {run_dir} after epoch {initial_epoch} of {config.epochs}.")
             model = keras.saving.load_model(os.path.join(run_dir, state["checkpoint"]))
@@ -145,6 +146,21 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
         checkpointing.write_json_atomically(results_path, summary)
     print(run_results.format_results(summary))
     return summary
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Keras' global dtype policy set to `name` inside the block, restored after it.
+
+    The networks built (or loaded) inside keep it; with `"mixed_float16"`,
+    `compile` wraps the optimizer in a `LossScaleOptimizer`.
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def _enable_determinism():

@@ -366,3 +366,50 @@ def test_a_run_directory_of_another_config_is_refused_before_anything_runs(tmp_p
     )
     with pytest.raises(ValueError, match=r"it differs in \['fusion_gamma'\]\)"):
         train._check_run_dir(run_dir, config)
+
+
+def test_mixed_bfloat16_trains_in_bfloat16_and_ships_float32(tmp_path, labelled_arrays):
+    from okdph_keras import export  # noqa: PLC0415
+
+    config = dataclasses.replace(
+        config_for(tmp_path), precision="mixed_bfloat16", epochs=1, batch_size=32
+    )
+    results = train.run(config)
+    assert keras.config.dtype_policy().name == "float32"  # restored after the run
+    assert np.isfinite(results["students_mean_final_test_accuracy"])
+    run_dir = str(tmp_path / "unit")
+    checkpoint = checkpointing.load_state(run_dir)["checkpoint"]
+    trained = keras.saving.load_model(os.path.join(run_dir, checkpoint)).students[0]
+    convolutions = [layer for layer in trained.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert all(c.compute_dtype == "bfloat16" and c.kernel.dtype == "float32" for c in convolutions)
+    # The shipped student: float32 layers with the trained weights. Its logits are those
+    # of a float32 forward pass written out by hand, and differ from the bfloat16 ones by
+    # bfloat16 rounding only.
+    shipped = keras.saving.load_model(os.path.join(tmp_path, "saved", "unit", "student.keras"))
+    assert all(layer.compute_dtype == "float32" for layer in shipped.layers)
+    images = np.random.default_rng(0).uniform(size=(8, 8, 8, 1)).astype("float32")
+    bfloat16_logits = trained(images).numpy().astype("float32")
+    float32_logits = shipped(images).numpy()
+    by_hand = images
+    for layer in trained.layers[1:]:  # the same layers, run at float32 on float32 weights
+        twin = layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+        twin.build(by_hand.shape)
+        twin.set_weights(layer.get_weights())
+        by_hand = twin(by_hand, training=False).numpy()
+    np.testing.assert_allclose(float32_logits, by_hand, rtol=1e-5, atol=1e-5)
+    assert (
+        0 < np.max(np.abs(bfloat16_logits - float32_logits)) < 0.05 * np.max(np.abs(by_hand)) + 0.05
+    )
+    metadata = export.export_student(run_dir, str(tmp_path / "export"), variants=["float32"])
+    assert metadata["variants"]["float32"]["agreement"] == 1.0
+
+
+def test_mixed_float16_scales_the_loss(tmp_path, labelled_arrays):
+    config = dataclasses.replace(config_for(tmp_path), precision="mixed_float16")
+    data = run_data.load_sources(config)
+    with train.dtype_policy(config.precision):
+        model = train.build_model(config, data.train)
+        model.compile(optimizer=train.make_optimizer(config, 4))
+    assert keras.config.dtype_policy().name == "float32"
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert model.students[0].layers[1].compute_dtype == "float16"

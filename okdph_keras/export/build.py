@@ -14,6 +14,7 @@ import keras
 from okdph_keras import checkpointing, rundir
 from okdph_keras.export import atomic, convert, metadata, origin, samples, settings, verify
 from okdph_keras.export.convert import VARIANTS
+from okdph_keras.plain_student import plain_student
 from okdph_keras.predict import METADATA_FILE, SAVED_MODEL_DIR
 from okdph_keras.validation import fail
 
@@ -128,7 +129,7 @@ def export_student(
         loaded, resolved, student=student, data=selection_data, seed=seed
     )
     plan = Plan(
-        student=loaded.students[index],
+        student=plain_student(loaded.students[index]),
         settings=resolved,
         variants=variants,
         int8_io=int8_io,
