@@ -3,7 +3,7 @@
 import os
 
 from okdph_keras import checkpointing, curves
-from okdph_keras.plain_student import plain_student
+from okdph_keras.student_copy import plain_student
 
 ORIGIN_FILE = "origin.json"  # beside an exported student: the run directory that wrote it
 

@@ -14,8 +14,8 @@ import keras
 from okdph_keras import checkpointing, rundir
 from okdph_keras.export import atomic, convert, metadata, origin, samples, settings, verify
 from okdph_keras.export.convert import VARIANTS
-from okdph_keras.plain_student import plain_student
 from okdph_keras.predict import METADATA_FILE, SAVED_MODEL_DIR
+from okdph_keras.student_copy import plain_student
 from okdph_keras.validation import fail
 
 # For a run, the default of each data argument: (the run's split, what it is needed for).
