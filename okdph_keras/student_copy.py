@@ -3,6 +3,7 @@
 import keras
 
 from okdph_keras import sync_batchnorm
+from okdph_keras.models.fused_batchnorm import FusedBatchNormalization
 
 
 def plain_student(model):
@@ -10,8 +11,9 @@ def plain_student(model):
 
     A student trained under mixed precision computes in bfloat16 or float16, which
     neither TFLite nor many CPUs run (TFLite refuses bfloat16 ops); one trained with
-    `SynchronizedBatchNormalization` would need this library to load. The copy has
-    neither; its variables (float32 under every policy) are copied unchanged.
+    `SynchronizedBatchNormalization` or `FusedBatchNormalization` (this library's
+    architectures) would need this library to load. The copy has neither; its
+    variables (float32 under every policy) are copied unchanged.
 
     Args:
         model: a functional or sequential `keras.Model` (nested ones included).
@@ -23,16 +25,14 @@ def plain_student(model):
         >>> plain_student(trained_mixed_bfloat16_student).layers[1].compute_dtype
         'float32'
     """
-    synchronized = sync_batchnorm.SynchronizedBatchNormalization
+    ours = (sync_batchnorm.SynchronizedBatchNormalization, FusedBatchNormalization)
     layers = list(sync_batchnorm.nested_layers(model))
-    if all(
-        layer.compute_dtype == "float32" and not isinstance(layer, synchronized) for layer in layers
-    ):
+    if all(layer.compute_dtype == "float32" and not isinstance(layer, ours) for layer in layers):
         return model
 
     def clone(layer):
         config = {**layer.get_config(), "dtype": "float32"}
-        if isinstance(layer, synchronized):
+        if isinstance(layer, ours):
             return keras.layers.BatchNormalization.from_config({**config, "synchronized": False})
         return layer.__class__.from_config(config)
 

@@ -1,7 +1,8 @@
 """Conv / BatchNorm building blocks shared by the architectures here.
 
 BatchNormalization uses momentum 0.9 and epsilon 1e-5 (torch's momentum 0.1 and
-eps 1e-5); convolutions are He-normal initialised. Strided convolutions pad
+eps 1e-5) and trains in TensorFlow's fused kernel (`FusedBatchNormalization`);
+convolutions are He-normal initialised. Strided convolutions pad
 symmetrically by `kernel_size // 2`, as torch does, rather than Keras's
 asymmetric "same" padding, so feature maps line up with the PyTorch models.
 """
@@ -9,6 +10,7 @@ asymmetric "same" padding, so feature maps line up with the PyTorch models.
 import keras
 import tensorflow as tf
 
+from okdph_keras.models.fused_batchnorm import FusedBatchNormalization
 from okdph_keras.validation import check_number
 
 BN_MOMENTUM = 0.9
@@ -22,12 +24,13 @@ def batch_norm(name=None):
         name: the layer's name.
 
     Returns:
-        A `keras.layers.BatchNormalization` (momentum 0.9, epsilon 1e-5).
+        A `FusedBatchNormalization` (a `keras.layers.BatchNormalization`;
+        momentum 0.9, epsilon 1e-5).
 
     Example:
         >>> x = batch_norm(name="bn")(x)
     """
-    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+    return FusedBatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
 
 
 def conv(x, filters, kernel_size, *, strides=1, use_bias=False, name=None):
