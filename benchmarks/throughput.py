@@ -3,6 +3,8 @@
     python -m benchmarks.throughput                     # resnet32, batch 128, 32x32x3, 10 classes
     python -m benchmarks.throughput --quick             # small_cnn, batch 32, 5 steps: ~2 minutes on 2 cores
     python -m benchmarks.throughput --configs=single,okdph_m2 --steps=10 --repeats=3
+    python -m benchmarks.throughput --configs=single,okdph_m2 --precision=mixed_bfloat16
+    python -m benchmarks.throughput --configs=okdph_m2 --strategy=mirrored --batch_size=256
 
 Every configuration runs in its own fresh subprocess (this file with `--_one=CONFIG`), so
 each peak-memory figure is that configuration's alone: on a GPU
@@ -16,7 +18,23 @@ waiting for the step's results), the first epoch (tracing, warm-up) is discarded
 median of the others gives images/s. With `--repeats=R` the whole list of configurations
 runs R times in turn (A, B, C, A, B, C, ...), so that a change in the machine's load hits
 every configuration alike; the table shows medians over repeats, and each ratio is the
-median over repeats of that repeat's own ratio.
+median over repeats of that repeat's own ratio. The table also gives each configuration's
+last training loss; the command exits with status 1 when a configuration failed or its
+loss is not finite.
+
+Precision and strategy apply to every configuration, in its child process:
+  --precision     float32 (default), mixed_bfloat16 or mixed_float16: the Keras dtype policy,
+                  set with `keras.mixed_precision.set_global_policy` before the model is
+                  built (under mixed_float16 Keras' compile adds dynamic loss scaling).
+                  mixed_float16 only on a GPU of compute capability >= 7.0, else "n/a";
+                  mixed_bfloat16 runs anywhere (slowly on a CPU without bfloat16 units).
+  --strategy      none (default): the default device. mirrored: the model and optimizer
+                  are built and compiled inside `tf.distribute.MirroredStrategy()`'s scope,
+                  over every visible GPU (the CPU if there is none). `--batch_size` is then
+                  the global batch, split evenly over the replicas (each replica's share
+                  fed from memory by `strategy.distribute_datasets_from_function`), and
+                  images/s counts the global batch; peak GPU memory is the largest over
+                  the GPUs.
 
 Configurations:
   single          one student trained with plain `fit()`: SGD(lr, momentum 0.9), sparse
@@ -30,8 +48,10 @@ Configurations:
                   M=2, `objective="okdph_multi_hwm"` with K = 1, 2, 4 Dirichlet hybrids per
                   batch (K=1 is `okdph_dirichlet`): the step cost of extra HWMs.
   single_mixed, okdph_m2_mixed
-                  the same under `mixed_float16`; only on a GPU of compute capability
-                  >= 7.0, else "n/a".
+                  single and okdph_m2 under `mixed_float16` whatever `--precision` says
+                  (their cost is against single_mixed); only on a GPU of compute
+                  capability >= 7.0, else "n/a". The same runs as `--precision=
+                  mixed_float16 --configs=single,okdph_m2`.
 
 "Cost" is the single model's images/s divided by the configuration's (images = samples
 of the batch, B per step, whatever the number of views). Targets: M=2 <= 2.5x,
@@ -40,6 +60,7 @@ hwm_gradient=False <= 1.9x.
 
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import resource
@@ -88,6 +109,8 @@ CONFIGS = {
 TARGETS = {"okdph_m2": 2.5, "okdph_m2_nohwm": 1.9}
 QUICK = dict(model="small_cnn", batch_size=32, steps=5, epochs=3, repeats=1)
 RESULT_TAG = "THROUGHPUT_RESULT "
+PRECISIONS = ["float32", "mixed_bfloat16", "mixed_float16"]
+STRATEGIES = ["none", "mirrored"]
 
 flags.DEFINE_string("model", "resnet32", "Student architecture (okdph_keras.get_model name).")
 flags.DEFINE_integer("batch_size", 128, "Batch size B (images per step).")
@@ -107,6 +130,21 @@ flags.DEFINE_enum(
     "compile(jit_compile=...); Keras' 'auto' is XLA on GPU, off on CPU.",
 )
 flags.DEFINE_integer("steps_per_execution", 1, "compile(steps_per_execution=...).")
+flags.DEFINE_enum(
+    "precision",
+    "float32",
+    PRECISIONS,
+    "Keras dtype policy of every configuration (the *_mixed ones are always mixed_float16); "
+    "mixed_float16 only on a GPU of compute capability >= 7.0, else n/a.",
+)
+flags.DEFINE_enum(
+    "strategy",
+    "none",
+    STRATEGIES,
+    "none: the default device; mirrored: build and compile inside "
+    "tf.distribute.MirroredStrategy() over the visible GPUs (or the CPU); --batch_size is "
+    "then the global batch.",
+)
 flags.DEFINE_float("weight_decay", 5e-4, "Coupled L2 of every configuration (the recipes' 5e-4).")
 flags.DEFINE_float("learning_rate", 0.05, "SGD learning rate (momentum 0.9).")
 flags.DEFINE_bool("quick", False, f"Smoke-sized run: {QUICK}, overriding those flags.")
@@ -134,8 +172,15 @@ def _peak_rss_mib():
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
+def precision_of(name):
+    """The dtype policy configuration `name` runs under: its own (*_mixed) or `--precision`."""
+    return "mixed_float16" if CONFIGS[name][2] else FLAGS.precision
+
+
 def run_one(name):
     """Builds, trains and times configuration `name`; returns a JSON-able dict."""
+    import contextlib  # noqa: PLC0415
+
     import keras  # noqa: PLC0415 (imported here so the parent process stays light)
     import numpy as np  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
@@ -143,65 +188,89 @@ def run_one(name):
     import okdph_keras  # noqa: PLC0415
     from okdph_keras import losses  # noqa: PLC0415
 
-    num_students, hwm_gradient, mixed, options = CONFIGS[name]
+    num_students, hwm_gradient, _, options = CONFIGS[name]
+    precision = precision_of(name)
     gpus = tf.config.list_physical_devices("GPU")
     rss_after_imports = _rss_mib()
     capabilities = [
         tf.config.experimental.get_device_details(g).get("compute_capability") for g in gpus
     ]
-    if mixed and not any(c is not None and tuple(c) >= (7, 0) for c in capabilities):
+    if precision == "mixed_float16" and not any(
+        c is not None and tuple(c) >= (7, 0) for c in capabilities
+    ):
         return dict(
             config=name,
             skipped=f"n/a (TensorFlow sees no GPU of compute capability >= 7.0: {capabilities})",
         )
-    if mixed:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    keras.mixed_precision.set_global_policy(precision)  # before anything is built
+    strategy = tf.distribute.MirroredStrategy() if FLAGS.strategy == "mirrored" else None
+    replicas = strategy.num_replicas_in_sync if strategy else 1
+    if FLAGS.batch_size % replicas:
+        raise ValueError(
+            f"--batch_size={FLAGS.batch_size} (the global batch) is not divisible by the "
+            f"{replicas} replicas of MirroredStrategy."
+        )
     keras.utils.set_random_seed(0)
     shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.channels)
     build = lambda: okdph_keras.get_model(FLAGS.model, FLAGS.num_classes, shape)  # noqa: E731
     rng = np.random.default_rng(0)
     labels = rng.integers(0, FLAGS.num_classes, FLAGS.batch_size).astype(np.int32)
     jit = {"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile]
-    optimizer = keras.optimizers.SGD(FLAGS.learning_rate, momentum=0.9)
     compile_options = dict(jit_compile=jit, steps_per_execution=FLAGS.steps_per_execution)
 
-    if num_students is None:
-        model = build()
-        images = rng.standard_normal((FLAGS.batch_size, *shape), dtype=np.float32)
-        cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        weight_decay = FLAGS.weight_decay
+    # Model, optimizer and every variable under the strategy's scope, when there is one.
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        optimizer = keras.optimizers.SGD(FLAGS.learning_rate, momentum=0.9)
+        if num_students is None:
+            model = build()
+            images = rng.standard_normal((FLAGS.batch_size, *shape), dtype=np.float32)
+            cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            weight_decay = FLAGS.weight_decay
 
-        def loss(y_true, y_pred):  # the CE plus OKDPH's coupled L2, for one network
-            value = cross_entropy(y_true, y_pred)
-            if weight_decay:
-                value += weight_decay * losses.l2_penalty(model.trainable_variables)
-            return value
+            def loss(y_true, y_pred):  # the CE plus OKDPH's coupled L2, for one network
+                value = cross_entropy(y_true, y_pred)
+                if weight_decay:
+                    value += weight_decay * losses.l2_penalty(model.trainable_variables)
+                return value
 
-        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], **compile_options)
-        # Keras builds the optimizer, compiled loss and metrics in the first trace, which then
-        # runs twice; built here (eagerly, on 2 images) the train function is traced once.
-        model.optimizer.build(model.trainable_variables)
-        model.compute_metrics(images[:2], labels[:2], model(images[:2]))
-        model.compute_loss(x=images[:2], y=labels[:2], y_pred=model(images[:2]))
-        for metric in model.metrics:
-            metric.reset_state()
-    else:
-        model = okdph_keras.OKDPH(
-            build,
-            num_students=num_students,
-            hwm_gradient=hwm_gradient,
-            weight_decay=FLAGS.weight_decay,
-            seed=0,
-            **options,
+            model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], **compile_options)
+            # Keras builds the optimizer, compiled loss and metrics in the first trace, which
+            # then runs twice; built here (eagerly, on 2 images) the train function is traced
+            # once.
+            model.optimizer.build(model.trainable_variables)
+            model.compute_metrics(images[:2], labels[:2], model(images[:2]))
+            model.compute_loss(x=images[:2], y=labels[:2], y_pred=model(images[:2]))
+            for metric in model.metrics:
+                metric.reset_state()
+        else:
+            model = okdph_keras.OKDPH(
+                build,
+                num_students=num_students,
+                hwm_gradient=hwm_gradient,
+                weight_decay=FLAGS.weight_decay,
+                seed=0,
+                **options,
+            )
+            images = rng.standard_normal(
+                (FLAGS.batch_size, num_students + 1, *shape), dtype=np.float32
+            )
+            model.compile(optimizer=optimizer, **compile_options)
+    if strategy is None:
+        dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    else:  # the global batch in `replicas` equal shares, one per replica, from memory
+        share = FLAGS.batch_size // replicas
+        shares = (
+            images.reshape((replicas, share, *images.shape[1:])),
+            labels.reshape((replicas, share)),
         )
-        images = rng.standard_normal((FLAGS.batch_size, num_students + 1, *shape), dtype=np.float32)
-        model.compile(optimizer=optimizer, **compile_options)
-    dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
+        dataset = strategy.distribute_datasets_from_function(
+            lambda context: tf.data.Dataset.from_tensor_slices(shares).repeat()
+        )
 
     traces = [0]
     train_step = model.train_step
 
-    def counted_train_step(data):  # runs once per trace of the train function
+    def counted_train_step(data):  # runs once per trace of the train function (per replica)
         traces[0] += 1
         return train_step(data)
 
@@ -220,9 +289,9 @@ def run_one(name):
             self.seconds.append(time.perf_counter() - self.start)
 
     timer = EpochTimer()
-    if gpus:
-        tf.config.experimental.reset_memory_stats("GPU:0")
-    model.fit(
+    for gpu in range(len(gpus)):
+        tf.config.experimental.reset_memory_stats(f"GPU:{gpu}")
+    history = model.fit(
         dataset,
         steps_per_epoch=FLAGS.steps,
         epochs=FLAGS.epochs,
@@ -238,13 +307,21 @@ def run_one(name):
         ],
         images_per_second=FLAGS.steps * FLAGS.batch_size / statistics.median(timed),
         epoch_seconds=timer.seconds,
-        traces=traces[0],
+        traces=traces[0] // replicas if traces[0] % replicas == 0 else traces[0] / replicas,
         jit_compile=bool(model.jit_compile),
+        precision=precision,
+        compute_dtype=keras.mixed_precision.global_policy().compute_dtype,
+        strategy=type(strategy).__name__ if strategy else "none",
+        replicas=replicas,
+        loss=float(history.history["loss"][-1]),
         rss_after_imports_mib=rss_after_imports,
         peak_rss_mib=_peak_rss_mib(),
     )
-    if gpus:
-        result["gpu_peak_mib"] = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+    if gpus:  # the largest over the GPUs (GPU:0 unless mirrored over several)
+        peaks = [
+            tf.config.experimental.get_memory_info(f"GPU:{g}")["peak"] for g in range(len(gpus))
+        ]
+        result["gpu_peak_mib"] = max(peaks) / 2**20
     return result
 
 
@@ -292,6 +369,8 @@ def child_command(name):
         "steps_per_execution",
         "weight_decay",
         "learning_rate",
+        "precision",
+        "strategy",
     )
     return [
         sys.executable,
@@ -374,13 +453,19 @@ def main(argv):
     print(
         f"{FLAGS.model}, batch {FLAGS.batch_size}, {FLAGS.image_size}x{FLAGS.image_size}x{FLAGS.channels}, "
         f"{FLAGS.num_classes} classes; SGD(momentum 0.9), coupled L2 {FLAGS.weight_decay:g}; "
+        f"precision={FLAGS.precision}, strategy={FLAGS.strategy}; "
         f"jit_compile={FLAGS.jit_compile}, steps_per_execution={FLAGS.steps_per_execution}; "
         f"{FLAGS.epochs} epochs x {FLAGS.steps} steps per process (first epoch discarded), "
         f"{FLAGS.repeats} process(es) per configuration, interleaved.\n",
         flush=True,
     )
 
-    skipped = {name: "n/a (no GPU)" for name in configs if CONFIGS[name][2] and not mixed_ok}
+    skipped = {
+        name: "n/a (no GPU of compute capability >= 7.0)"
+        for name in configs
+        if precision_of(name) == "mixed_float16" and not mixed_ok
+    }
+    failed = []
     results = {name: [] for name in configs if name not in skipped}
     for repeat in range(FLAGS.repeats):
         for name in [n for n in results if n not in skipped]:
@@ -390,6 +475,7 @@ def main(argv):
                 print(
                     f"  repeat {repeat + 1}/{FLAGS.repeats} {name:<15} FAILED: {error}", flush=True
                 )
+                failed.append(name)
                 continue
             if "skipped" in result:
                 skipped[name] = result["skipped"]
@@ -402,7 +488,17 @@ def main(argv):
             )
     results = {name: rs for name, rs in results.items() if rs}
     seen = sorted({gpu for rs in results.values() for r in rs for gpu in r["tensorflow_gpus"]})
-    print(f"GPUs TensorFlow used: {', '.join(seen) or 'none'}")
+    print(f"GPUs TensorFlow saw: {', '.join(seen) or 'none'}")
+    used = sorted(
+        {(r["strategy"], r["replicas"], r["compute_dtype"]) for rs in results.values() for r in rs}
+    )
+    print(
+        "Ran under: "
+        + (
+            "; ".join(f"{s}, {n} replica(s), compute dtype {d}" for s, n, d in used)
+            or "nothing (no configuration ran)"
+        )
+    )
 
     def cost(name):
         """Median over repeats of single/config images/s, each from the same repeat."""
@@ -426,11 +522,12 @@ def main(argv):
         "RSS after imports (MiB)",
         "traces",
         "XLA",
+        "last loss",
     )
     rows = [header]
     for name in configs:
         if name not in results:
-            rows.append((name, skipped.get(name, "failed"), "", "", "", "", "", "", ""))
+            rows.append((name, skipped.get(name, "FAILED"), "", "", "", "", "", "", "", ""))
             continue
         rates = sorted(r["images_per_second"] for r in results[name])
         epoch_rates = sorted(
@@ -451,11 +548,13 @@ def main(argv):
                 "1.00" if c is None and not CONFIGS[name][0] else (f"{c:.2f}" if c else "-"),
                 ""
                 if target is None
-                else f"<= {target} {'met' if c is not None and c <= target else 'MISSED'}",
+                else f"<= {target} "
+                + ("(no single to compare)" if c is None else "met" if c <= target else "MISSED"),
                 f"{peak:.0f}",
                 f"{statistics.median(r['rss_after_imports_mib'] for r in results[name]):.0f}",
                 "/".join(str(r["traces"]) for r in results[name]),
                 "on" if results[name][0]["jit_compile"] else "off",
+                "/".join(f"{r['loss']:.3f}" for r in results[name]),
             )
         )
     print()
@@ -498,6 +597,14 @@ def main(argv):
         for k, c in samples:
             print(f"  K={k}: cost {c:.2f}x; cost(K)/cost(1) = {c / samples[0][1]:.2f}")
     print(f"\nTotal wall time: {time.perf_counter() - started:.0f} s")
+    not_finite = sorted(
+        {name for name, rs in results.items() for r in rs if not math.isfinite(r["loss"])}
+    )
+    if failed or not_finite:
+        sys.exit(
+            f"throughput: FAILED configurations {sorted(set(failed))}, "
+            f"loss not finite in {not_finite}"
+        )
 
 
 if __name__ == "__main__":
