@@ -44,6 +44,10 @@ Configurations:
   okdph_m2/m3/m4  `OKDPH(builder, num_students=M, weight_decay=...)`, the paper's mode
                   (`hwm_gradient=True`), inputs `[B, M+1, H, W, C]` (M+1 different views).
   okdph_m2_nohwm  M=2 with `hwm_gradient=False` (the reference code).
+  single_keras_bn, okdph_m2_keras_bn
+                  single and okdph_m2 with Keras' own (unfused) BatchNormalization in place
+                  of the architectures' FusedBatchNormalization (`plain_student(model)`):
+                  the A/B of the fused kernel; their cost is against the fused single.
   okdph_m2_k1/k2/k4
                   M=2, `objective="okdph_multi_hwm"` with K = 1, 2, 4 Dirichlet hybrids per
                   batch (K=1 is `okdph_dirichlet`): the step cost of extra HWMs.
@@ -81,7 +85,9 @@ CONFIGS = {
     # name: (num_students or None for the single model, hwm_gradient, mixed precision,
     #        other OKDPH arguments)
     "single": (None, True, False, {}),
+    "single_keras_bn": (None, True, False, dict(plain_batchnorm=True)),
     "okdph_m2": (2, True, False, {}),
+    "okdph_m2_keras_bn": (2, True, False, dict(plain_batchnorm=True)),
     "okdph_m3": (3, True, False, {}),
     "okdph_m4": (4, True, False, {}),
     "okdph_m2_nohwm": (2, False, False, {}),
@@ -189,6 +195,8 @@ def run_one(name):
     from okdph_keras import losses  # noqa: PLC0415
 
     num_students, hwm_gradient, _, options = CONFIGS[name]
+    options = dict(options)
+    plain_batchnorm = options.pop("plain_batchnorm", False)
     precision = precision_of(name)
     gpus = tf.config.list_physical_devices("GPU")
     rss_after_imports = _rss_mib()
@@ -212,7 +220,11 @@ def run_one(name):
         )
     keras.utils.set_random_seed(0)
     shape = (FLAGS.image_size, FLAGS.image_size, FLAGS.channels)
-    build = lambda: okdph_keras.get_model(FLAGS.model, FLAGS.num_classes, shape)  # noqa: E731
+
+    def build():
+        model = okdph_keras.get_model(FLAGS.model, FLAGS.num_classes, shape)
+        return okdph_keras.plain_student(model) if plain_batchnorm else model
+
     rng = np.random.default_rng(0)
     labels = rng.integers(0, FLAGS.num_classes, FLAGS.batch_size).astype(np.int32)
     jit = {"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile]
@@ -473,7 +485,7 @@ def main(argv):
                 result = run_child(name)
             except RuntimeError as error:
                 print(
-                    f"  repeat {repeat + 1}/{FLAGS.repeats} {name:<15} FAILED: {error}", flush=True
+                    f"  repeat {repeat + 1}/{FLAGS.repeats} {name:<17} FAILED: {error}", flush=True
                 )
                 failed.append(name)
                 continue
@@ -482,7 +494,7 @@ def main(argv):
                 continue
             results[name].append(result)
             print(
-                f"  repeat {repeat + 1}/{FLAGS.repeats} {name:<15} {result['images_per_second']:9.1f} images/s "
+                f"  repeat {repeat + 1}/{FLAGS.repeats} {name:<17} {result['images_per_second']:9.1f} images/s "
                 f"(epochs: {', '.join(f'{s:.2f}' for s in result['epoch_seconds'])} s)",
                 flush=True,
             )
