@@ -48,6 +48,10 @@ Configurations:
                   single and okdph_m2 with Keras' own (unfused) BatchNormalization in place
                   of the architectures' FusedBatchNormalization (`plain_student(model)`):
                   the A/B of the fused kernel; their cost is against the fused single.
+  single_deterministic, okdph_m2_deterministic
+                  single and okdph_m2 after `okdph_keras.train.enable_determinism()` (op
+                  determinism, one CPU thread per op), as under a recipe's --deterministic:
+                  the cost of bit-identical runs; their cost is against single.
   okdph_m2_k1/k2/k4
                   M=2, `objective="okdph_multi_hwm"` with K = 1, 2, 4 Dirichlet hybrids per
                   batch (K=1 is `okdph_dirichlet`): the step cost of extra HWMs.
@@ -91,6 +95,8 @@ CONFIGS = {
     "okdph_m3": (3, True, False, {}),
     "okdph_m4": (4, True, False, {}),
     "okdph_m2_nohwm": (2, False, False, {}),
+    "single_deterministic": (None, True, False, dict(deterministic=True)),
+    "okdph_m2_deterministic": (2, True, False, dict(deterministic=True)),
     "okdph_m2_k1": (
         2,
         True,
@@ -197,6 +203,8 @@ def run_one(name):
     num_students, hwm_gradient, _, options = CONFIGS[name]
     options = dict(options)
     plain_batchnorm = options.pop("plain_batchnorm", False)
+    if options.pop("deterministic", False):  # before TensorFlow starts
+        okdph_keras.train.enable_determinism()
     precision = precision_of(name)
     gpus = tf.config.list_physical_devices("GPU")
     rss_after_imports = _rss_mib()

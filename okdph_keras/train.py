@@ -58,10 +58,8 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
         config: a `Config`; its unset hyperparameters take the method's
             defaults (`Config.resolved()`), and `config.json` records them.
         strategy: a `tf.distribute.Strategy`; the default strategy if None.
-        deterministic: seed everything and enable TensorFlow's op determinism,
-            so that the same command gives bit-identical weights (on CPU with
-            `TF_ENABLE_ONEDNN_OPTS=0`, which it warns about otherwise, and on GPU
-            where every op has a deterministic kernel). Slower.
+        deterministic: seed everything and call `enable_determinism()`, so
+            that the same command gives bit-identical weights. Slower.
         callbacks: further `keras.callbacks.Callback`s for the training loop.
 
     Returns:
@@ -84,7 +82,7 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
 
     keras.utils.set_random_seed(config.seed)
     if deterministic:
-        _enable_determinism()
+        enable_determinism()
     # Everything that can fail on bad input fails before the run directory is made.
     _check_writable(config.output_dir, "output_dir")
     _check_writable(config.saved_models_dir, "saved_models_dir")
@@ -163,15 +161,36 @@ def dtype_policy(name):
         keras.config.set_dtype_policy(previous)
 
 
-def _enable_determinism():
-    """TensorFlow's op determinism; warns that oneDNN's CPU kernels still differ run to run."""
+def enable_determinism():
+    """Makes TensorFlow's training bit-reproducible from run to run on this machine.
+
+    Turns on TensorFlow's op determinism and runs each op on one CPU thread:
+    multithreaded CPU kernels sum in an order that changes from run to run, and
+    op determinism alone does not fix that order. Call it before TensorFlow runs
+    anything (the recipes' `--deterministic` does); later, the thread count can no
+    longer change, and it warns. It also warns when oneDNN's CPU kernels are on.
+    Each op then uses one core, so training is slower on a multi-core CPU.
+
+    Example:
+        >>> import okdph_keras
+        >>> okdph_keras.train.enable_determinism()  # first thing in the program
+    """
     tf.config.experimental.enable_op_determinism()
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+    except RuntimeError:
+        warnings.warn(
+            "enable_determinism() was called after TensorFlow started, so each op still runs "
+            "on several CPU threads and two runs can differ in the last bits of the weights. "
+            "Call it (or pass --deterministic to a recipe) before TensorFlow runs anything.",
+            stacklevel=2,
+        )
     if _onednn_enabled():
         warnings.warn(
-            "deterministic=True, but TensorFlow's oneDNN CPU kernels are on: two runs of the "
+            "Determinism is on, but TensorFlow's oneDNN CPU kernels are on: two runs of the "
             "same command can differ in the last bits of the weights. For bit-identical runs, "
             "set TF_ENABLE_ONEDNN_OPTS=0 in the environment before TensorFlow is imported.",
-            stacklevel=3,
+            stacklevel=2,
         )
 
 

@@ -65,8 +65,8 @@ def define_flags(model, image_size, style, normalization):
     flags.DEFINE_bool(
         "deterministic",
         False,
-        "Seeded op determinism: the same command gives bit-identical weights "
-        "(on CPU with TF_ENABLE_ONEDNN_OPTS=0).",
+        "Seeded op determinism with one CPU thread per op (slower): the same command "
+        "gives bit-identical weights (on CPU with TF_ENABLE_ONEDNN_OPTS=0).",
     )
 
 
@@ -164,11 +164,13 @@ def main(dataset, views_kind, model, image_size, style, normalization, **recipe_
             raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
         logging.set_verbosity(logging.WARNING)  # TFDS logs every file it opens
         try:
+            if FLAGS.deterministic:  # before any op: it sets the CPU threads
+                train.enable_determinism()
             strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.cpu_replicas)  # before any op
             config = config_from_flags(dataset, views_kind, **recipe_defaults)
         except ValueError as error:
             raise app.UsageError(str(error)) from error
         print(f"Strategy: {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s).")
-        train.run(config, strategy, deterministic=FLAGS.deterministic)
+        train.run(config, strategy)
 
     app.run(run)
