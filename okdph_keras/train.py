@@ -164,12 +164,14 @@ def dtype_policy(name):
 def enable_determinism():
     """Makes TensorFlow's training bit-reproducible from run to run on this machine.
 
-    Turns on TensorFlow's op determinism and runs each op on one CPU thread:
-    multithreaded CPU kernels sum in an order that changes from run to run, and
-    op determinism alone does not fix that order. Call it before TensorFlow runs
-    anything (the recipes' `--deterministic` does); later, the thread count can no
+    Turns on TensorFlow's op determinism and runs the graph on one CPU thread (one
+    op at a time, each on one thread): with several threads, OKDPH's step (the HWM's
+    gradient beside the students') gave gradients that differed in the last bits
+    from run to run, which training amplifies, and op determinism alone does not
+    prevent it. The input pipeline keeps its own threads. Call it before TensorFlow
+    runs anything (the recipes' `--deterministic` does); later, the threads can no
     longer change, and it warns. It also warns when oneDNN's CPU kernels are on.
-    Each op then uses one core, so training is slower on a multi-core CPU.
+    Training can be slower on a multi-core CPU.
 
     Example:
         >>> import okdph_keras
@@ -178,9 +180,10 @@ def enable_determinism():
     tf.config.experimental.enable_op_determinism()
     try:
         tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
         warnings.warn(
-            "enable_determinism() was called after TensorFlow started, so each op still runs "
+            "enable_determinism() was called after TensorFlow started, so its ops still run "
             "on several CPU threads and two runs can differ in the last bits of the weights. "
             "Call it (or pass --deterministic to a recipe) before TensorFlow runs anything.",
             stacklevel=2,

@@ -14,14 +14,14 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from okdph_keras import distribute  # noqa: E402
+from okdph_keras import distribute, train  # noqa: E402
 
+train.enable_determinism()  # before any op, as a recipe's --deterministic
 strategy = distribute.make_strategy("multiworker")  # before any op
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from okdph_keras import train  # noqa: E402
 from okdph_keras.config import Config  # noqa: E402
 
 
@@ -38,7 +38,7 @@ class SaveWeights(keras.callbacks.Callback):
 def main(config_path, output):
     with open(config_path) as file:
         config = Config.from_json_dict(json.load(file))
-    train.run(config, strategy, deterministic=True, callbacks=[SaveWeights(output)])
+    train.run(config, strategy, callbacks=[SaveWeights(output)])
 
 
 if __name__ == "__main__":

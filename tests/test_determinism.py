@@ -1,4 +1,4 @@
-"""`train.enable_determinism`: op determinism and one CPU thread per op, set before TF starts."""
+"""`train.enable_determinism`: op determinism and one CPU thread, set before TensorFlow starts."""
 
 import subprocess
 import sys
@@ -17,6 +17,7 @@ tf.constant(1.0) + 1.0  # TensorFlow starts with the settings
 from tensorflow.python.framework import config
 assert config.is_op_determinism_enabled()
 print("threads", tf.config.threading.get_intra_op_parallelism_threads())
+print("inter-op threads", tf.config.threading.get_inter_op_parallelism_threads())
 """
 
 AFTER_AN_OP = """
@@ -42,7 +43,10 @@ def run_python(code):
 
 @pytest.mark.parametrize(
     "code, expected",
-    [(BEFORE_ANY_OP, ["threads 1"]), (AFTER_AN_OP, ["threads 0", "warned True"])],
+    [
+        (BEFORE_ANY_OP, ["threads 1", "inter-op threads 1"]),
+        (AFTER_AN_OP, ["threads 0", "warned True"]),
+    ],
     ids=["before_any_op", "after_an_op"],
 )
 def test_enable_determinism_sets_one_thread_per_op_or_warns(code, expected):
