@@ -65,8 +65,8 @@ def define_flags(model, image_size, style, normalization):
     flags.DEFINE_bool(
         "deterministic",
         False,
-        "Seeded op determinism with one CPU thread per op (slower): the same command "
-        "gives bit-identical weights (on CPU with TF_ENABLE_ONEDNN_OPTS=0).",
+        "Seeded op determinism on one CPU thread (slower): the same command gives "
+        "bit-identical weights on the same machine (surest with TF_ENABLE_ONEDNN_OPTS=0).",
     )
 
 
