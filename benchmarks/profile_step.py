@@ -30,6 +30,10 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 
 from absl import app, flags
 
+from okdph_keras import onednn
+
+onednn.prefer_onednn()  # as the recipes do, before TensorFlow is imported
+
 CONFIGS = ("single", "okdph_m2", "okdph_m2_nohwm")
 flags.DEFINE_enum("config", "single", CONFIGS, "What to profile (see benchmarks/throughput.py).")
 flags.DEFINE_string("model", "resnet32", "Student architecture (okdph_keras.get_model name).")

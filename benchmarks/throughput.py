@@ -84,6 +84,9 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 from absl import app, flags
 
 from benchmarks import machine
+from okdph_keras import onednn
+
+onednn.prefer_onednn()  # as the recipes do, before TensorFlow is imported
 
 CONFIGS = {
     # name: (num_students or None for the single model, hwm_gradient, mixed precision,
@@ -330,6 +333,7 @@ def run_one(name):
         traces=traces[0] // replicas if traces[0] % replicas == 0 else traces[0] / replicas,
         jit_compile=bool(model.jit_compile),
         precision=precision,
+        onednn=onednn.enabled(),
         compute_dtype=keras.mixed_precision.global_policy().compute_dtype,
         strategy=type(strategy).__name__ if strategy else "none",
         replicas=replicas,
@@ -510,12 +514,19 @@ def main(argv):
     seen = sorted({gpu for rs in results.values() for r in rs for gpu in r["tensorflow_gpus"]})
     print(f"GPUs TensorFlow saw: {', '.join(seen) or 'none'}")
     used = sorted(
-        {(r["strategy"], r["replicas"], r["compute_dtype"]) for rs in results.values() for r in rs}
+        {
+            (r["strategy"], r["replicas"], r["compute_dtype"], r["onednn"])
+            for rs in results.values()
+            for r in rs
+        }
     )
     print(
         "Ran under: "
         + (
-            "; ".join(f"{s}, {n} replica(s), compute dtype {d}" for s, n, d in used)
+            "; ".join(
+                f"{s}, {n} replica(s), compute dtype {d}, oneDNN CPU kernels {'on' if o else 'off'}"
+                for s, n, d, o in used
+            )
             or "nothing (no configuration ran)"
         )
     )

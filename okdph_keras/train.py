@@ -37,6 +37,7 @@ from okdph_keras import (
     hyperparameters,
     loop,
     methods,
+    onednn,
     run_data,
     run_results,
 )
@@ -188,23 +189,13 @@ def enable_determinism():
             "Call it (or pass --deterministic to a recipe) before TensorFlow runs anything.",
             stacklevel=2,
         )
-    if _onednn_enabled():
+    if onednn.enabled():
         warnings.warn(
             "Determinism is on, but TensorFlow's oneDNN CPU kernels are on: two runs of the "
             "same command can differ in the last bits of the weights. For bit-identical runs, "
             "set TF_ENABLE_ONEDNN_OPTS=0 in the environment before TensorFlow is imported.",
             stacklevel=2,
         )
-
-
-def _onednn_enabled():
-    # TensorFlow's own answer (private; its absence means an unknown build: no warning).
-    try:
-        from tensorflow.python.util import _pywrap_util_port  # noqa: PLC0415
-
-        return bool(_pywrap_util_port.IsMklEnabled())
-    except (ImportError, AttributeError):
-        return False
 
 
 def _fit(
