@@ -1,6 +1,6 @@
 """Are uninterrupted runs of one `--deterministic` recipe command bit-identical here?
 
-    python benchmarks/determinism.py --runs=4                     # oneDNN as installed
+    python benchmarks/determinism.py --runs=4                     # oneDNN on, as the recipes
     TF_ENABLE_ONEDNN_OPTS=0 python benchmarks/determinism.py --runs=6
 
 Runs the CIFAR-10 smoke recipe (`small_cnn`, 6 epochs, views hflip/cutout/none,
@@ -67,7 +67,7 @@ def main(argv):
     data_dir = root / "tfds"
     if not data_dir.exists():
         prepare_fake_cifar(data_dir, "cifar10", num_train=40, num_test=20)
-    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(unset: on)")
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "(unset: the recipes set 1)")
     print(f"TF_ENABLE_ONEDNN_OPTS={onednn}; {FLAGS.runs} runs in {root}", flush=True)
     for k in range(FLAGS.runs):
         run_recipe(root / f"run{k}", data_dir)

@@ -37,7 +37,6 @@ from okdph_keras import (
     hyperparameters,
     loop,
     methods,
-    onednn,
     run_data,
     run_results,
 )
@@ -171,8 +170,10 @@ def enable_determinism():
     from run to run, which training amplifies, and op determinism alone does not
     prevent it. The input pipeline keeps its own threads. Call it before TensorFlow
     runs anything (the recipes' `--deterministic` does); later, the threads can no
-    longer change, and it warns. It also warns when oneDNN's CPU kernels are on.
-    Training can be slower on a multi-core CPU.
+    longer change, and it warns. Runs were bit-identical with oneDNN's CPU kernels
+    on and off; oneDNN promises it for most of its kernels, not all, so should two
+    runs differ, set `TF_ENABLE_ONEDNN_OPTS=0` too. Training can be slower on a
+    multi-core CPU.
 
     Example:
         >>> import okdph_keras
@@ -187,13 +188,6 @@ def enable_determinism():
             "enable_determinism() was called after TensorFlow started, so its ops still run "
             "on several CPU threads and two runs can differ in the last bits of the weights. "
             "Call it (or pass --deterministic to a recipe) before TensorFlow runs anything.",
-            stacklevel=2,
-        )
-    if onednn.enabled():
-        warnings.warn(
-            "Determinism is on, but TensorFlow's oneDNN CPU kernels are on: two runs of the "
-            "same command can differ in the last bits of the weights. For bit-identical runs, "
-            "set TF_ENABLE_ONEDNN_OPTS=0 in the environment before TensorFlow is imported.",
             stacklevel=2,
         )
 

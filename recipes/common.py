@@ -66,7 +66,7 @@ def define_flags(model, image_size, style, normalization):
         "deterministic",
         False,
         "Seeded op determinism on one CPU thread (slower): the same command gives "
-        "bit-identical weights on the same machine (surest with TF_ENABLE_ONEDNN_OPTS=0).",
+        "bit-identical weights on the same machine.",
     )
 
 

@@ -8,8 +8,6 @@ import pytest
 BEFORE_ANY_OP = """
 import warnings
 warnings.simplefilter("error")  # a warning here would mean the threads were not set
-import os
-os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
 from okdph_keras import train
 train.enable_determinism()
 import tensorflow as tf
