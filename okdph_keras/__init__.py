@@ -23,6 +23,7 @@ _SUBMODULES = (
     "losses",
     "methods",
     "models",
+    "onednn",
     "step",
     "train",
 )
