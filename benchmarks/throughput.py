@@ -50,8 +50,8 @@ Configurations:
                   the A/B of the fused kernel; their cost is against the fused single.
   single_deterministic, okdph_m2_deterministic
                   single and okdph_m2 after `okdph_keras.train.enable_determinism()` (op
-                  determinism, one CPU thread per op), as under a recipe's --deterministic:
-                  the cost of bit-identical runs; their cost is against single.
+                  determinism, one CPU thread), as under a recipe's --deterministic: the
+                  cost of bit-identical runs; their cost is against single.
   okdph_m2_k1/k2/k4
                   M=2, `objective="okdph_multi_hwm"` with K = 1, 2, 4 Dirichlet hybrids per
                   batch (K=1 is `okdph_dirichlet`): the step cost of extra HWMs.

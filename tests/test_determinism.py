@@ -47,7 +47,7 @@ def run_python(code):
     ],
     ids=["before_any_op", "after_an_op"],
 )
-def test_enable_determinism_sets_one_thread_per_op_or_warns(code, expected):
+def test_enable_determinism_sets_one_thread_or_warns(code, expected):
     lines = run_python(code).split("\n")
     for line in expected:
         assert line in lines

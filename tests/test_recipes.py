@@ -236,8 +236,8 @@ def test_a_killed_run_resumes_from_its_last_epoch(tmp_path, tfds_dir):
         "--views=hflip,cutout,none",
         "--deterministic",
     )
-    # --deterministic runs each op on one thread, which made repeated runs bit-identical
-    # here; oneDNN's kernels are off besides, as the README advises for bit-identical runs.
+    # --deterministic runs TensorFlow on one thread, which made repeated runs bit-identical
+    # here; oneDNN's kernels are off besides, as the README advises should runs differ.
     env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"}
     process = subprocess.Popen(
         recipe_command("cifar10", tmp_path, *flags),
@@ -267,8 +267,8 @@ def test_a_killed_run_resumes_from_its_last_epoch(tmp_path, tfds_dir):
     check_run_directory(tmp_path, "cifar10_small_cnn_m2_seed42_smoke", 2, epochs=6)
 
     # The same command never interrupted: the same weights and optimizer state. The check
-    # allows a few float32 ulps (rtol 1e-5): before --deterministic set one thread per op,
-    # CI saw straight runs drift apart by up to 2.9e-6 on values near 7 (rtol 4e-7). A
+    # allows a few float32 ulps (rtol 1e-5): before --deterministic set one thread, CI saw
+    # straight runs drift apart by up to 2.9e-6 on values near 7 (rtol 4e-7). A
     # resume that restarts the data moves weights by 1e-2 (mutation-checked).
     resumed = final_weights(tmp_path, "cifar10_small_cnn_m2_seed42_smoke")
     run_recipe("cifar10", tmp_path / "straight", *flags, env=env)
