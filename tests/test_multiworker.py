@@ -164,7 +164,7 @@ def test_a_killed_job_restarted_with_the_same_command_ends_as_if_uninterrupted(
     assert all(f"Resuming {tmp_path / 'runs' / 'mw'} after epoch {done} of 3" in o for o in outputs)
     for name in expected.files:
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
-        # Not bit for bit: across processes of a multi-worker job on CPU, last-ulp
-        # differences (up to 6e-8) were seen in one run of two. A resume from the
-        # wrong epoch, data or optimizer state differs by orders of magnitude more.
+        # Float rounding allowed: before the workers ran on one CPU thread, last-ulp
+        # differences (up to 6e-8) were seen in one run of two; machines differ. A resume
+        # from the wrong epoch, data or optimizer state differs by orders of magnitude more.
         np.testing.assert_allclose(first[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
