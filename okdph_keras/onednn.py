@@ -18,8 +18,8 @@ VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 def prefer_onednn():
     """Turns oneDNN's CPU kernels on, unless `TF_ENABLE_ONEDNN_OPTS` is already set.
 
-    TensorFlow reads the variable when it is imported, so call this before; it warns
-    (and changes nothing) when TensorFlow is already imported.
+    TensorFlow reads the variable when it is imported, so call this before; called
+    after, it changes nothing, and warns if oneDNN is then off.
 
     Returns:
         True if this call set the variable.
@@ -31,9 +31,11 @@ def prefer_onednn():
     if VARIABLE in os.environ:
         return False
     if "tensorflow" in sys.modules:
+        if enabled():  # TensorFlow turned them on itself: nothing is lost
+            return False
         warnings.warn(
             f"prefer_onednn() was called after TensorFlow was imported, which reads {VARIABLE} "
-            "on import: oneDNN stays as TensorFlow chose. Call it before importing "
+            "on import: oneDNN's CPU kernels stay off. Call it before importing "
             f"TensorFlow or Keras, or set {VARIABLE}=1 in the environment.",
             stacklevel=2,
         )

@@ -58,8 +58,9 @@ def run(config, strategy=None, *, deterministic=False, callbacks=()):
         config: a `Config`; its unset hyperparameters take the method's
             defaults (`Config.resolved()`), and `config.json` records them.
         strategy: a `tf.distribute.Strategy`; the default strategy if None.
-        deterministic: seed everything and call `enable_determinism()`, so
-            that the same command gives bit-identical weights. Slower.
+        deterministic: call `enable_determinism()` (best before TensorFlow
+            has run anything, as the recipes do: it warns otherwise), so that
+            the same command gives bit-identical weights. Slower.
         callbacks: further `keras.callbacks.Callback`s for the training loop.
 
     Returns:

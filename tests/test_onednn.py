@@ -9,8 +9,10 @@ import pytest
 PROGRAM = """
 import os, warnings
 from okdph_keras import onednn
-if {tensorflow_first}:
+if {imported_with} is not None:  # TensorFlow imported with oneDNN so, then the variable unset
+    os.environ["TF_ENABLE_ONEDNN_OPTS"] = {imported_with!r}
     import tensorflow
+    del os.environ["TF_ENABLE_ONEDNN_OPTS"]
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     print("set", onednn.prefer_onednn())
@@ -20,11 +22,11 @@ print("enabled", onednn.enabled())
 """
 
 
-def run(tensorflow_first, variable):
+def run(imported_with, variable):
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     if variable is not None:
         env["TF_ENABLE_ONEDNN_OPTS"] = variable
-    program = PROGRAM.format(tensorflow_first=tensorflow_first)
+    program = PROGRAM.format(imported_with=imported_with)
     completed = subprocess.run(
         [sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=120
     )
@@ -33,16 +35,18 @@ def run(tensorflow_first, variable):
 
 
 @pytest.mark.parametrize(
-    "tensorflow_first, variable, expected",
+    "imported_with, variable, expected",
     [
         # TensorFlow's x86 wheels have oneDNN: on once the variable says so.
-        (False, None, ["set True", "variable 1", "warned False", "enabled True"]),
-        (False, "0", ["set False", "variable 0", "warned False", "enabled False"]),
-        (True, None, ["set False", "variable None", "warned True"]),
+        (None, None, ["set True", "variable 1", "warned False", "enabled True"]),
+        (None, "0", ["set False", "variable 0", "warned False", "enabled False"]),
+        # Too late: TensorFlow already chose; a warning only if it chose off.
+        ("0", None, ["set False", "variable None", "warned True", "enabled False"]),
+        ("1", None, ["set False", "variable None", "warned False", "enabled True"]),
     ],
-    ids=["unset", "user_said_0", "too_late"],
+    ids=["unset", "user_said_0", "too_late_and_off", "too_late_but_on"],
 )
-def test_prefer_onednn(tensorflow_first, variable, expected):
-    lines = run(tensorflow_first, variable)
+def test_prefer_onednn(imported_with, variable, expected):
+    lines = run(imported_with, variable)
     for line in expected:
         assert line in lines, lines
